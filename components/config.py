@@ -1,0 +1,466 @@
+"""The cluster's configuration model: one validated, frozen ClusterSpec.
+
+`build_spec` turns the raw stack settings (strings, as Pulumi stores them) into a
+ClusterSpec, or raises ConfigError listing every problem at once. It imports nothing
+from Pulumi, so validation runs (and is tested) before any resource exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+POSTGRES_PORT = 5432
+RESTAPI_PORT = 8008
+RAFT_PORT = 5010
+# Nodes get fixed DHCP reservations from this offset in a network the program creates,
+# leaving the low addresses to the gateway and to dynamic leases.
+FIRST_NODE_OFFSET = 10
+MIN_MEMORY_MIB = 1024
+MIN_DISK_GIB = 8
+SUPPORTED_POSTGRES = range(13, 19)
+# Debian 12 ships PostgreSQL 15; Rocky 8's AppStream modules lag behind PGDG.
+DISTRO_POSTGRES = {"debian12": 15}
+DEFAULT_IMAGES = {
+    "rocky8": "https://dl.rockylinux.org/pub/rocky/8/images/x86_64/"
+    "Rocky-8-GenericCloud-Base.latest.x86_64.qcow2",
+    "debian12": "https://cloud.debian.org/images/cloud/bookworm/latest/"
+    "debian-12-genericcloud-amd64.qcow2",
+}
+# Settings the program owns: letting users override them would break the cluster.
+MANAGED_PG_PARAMETERS = frozenset({
+    "listen_addresses", "port", "data_directory", "hba_file", "ident_file",
+    "config_file", "unix_socket_directories", "hot_standby", "wal_level",
+    "synchronous_standby_names", "primary_conninfo", "primary_slot_name",
+})
+PATRONI_TAGS = {"nofailover": bool, "noloadbalance": bool, "clonefrom": bool,
+                "nosync": bool, "failover_priority": int}
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")
+HOSTNAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+PG_PARAM_RE = re.compile(r"^[a-z_][a-z0-9_.]*$")
+VERSION_RE = re.compile(r"^\d+(\.\d+){1,2}$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class ConfigError(ValueError):
+    """Every invalid setting, one line each: key, value, what is allowed."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class Setting:
+    kind: str  # str | int | bool | object | list
+    default: Any
+    description: str
+
+
+# Every stack setting (key in Pulumi.yaml's `config:` block, namespace `pgha`).
+SETTINGS: dict[str, Setting] = {
+    "libvirtUri": Setting("str", "qemu:///system", "libvirt connection URI"),
+    "domainType": Setting("str", "kvm", "kvm (hardware virtualization) or qemu (emulation)"),
+    "cpuMode": Setting("str", "", "libvirt CPU mode; empty: host-passthrough on kvm, "
+                       "the hypervisor default on qemu"),
+    "nodeCount": Setting("int", 3, "number of nodes: odd, 3 to 7"),
+    "namePrefix": Setting("str", "srv", "node names are <prefix>1..<prefix>N"),
+    "vcpus": Setting("int", 2, "vCPUs per node"),
+    "memoryMib": Setting("int", 2048, "memory per node in MiB (at least 1024)"),
+    "diskGib": Setting("int", 20, "disk per node in GiB"),
+    "osFamily": Setting("str", "rocky8", "guest OS: rocky8 or debian12"),
+    "baseImage": Setting("str", "", "cloud image URL or local qcow2 path; empty: the "
+                         "OS's official generic cloud image"),
+    "networkName": Setting("str", "", "use this existing libvirt network instead of "
+                           "creating one"),
+    "networkCidr": Setting("str", "192.168.130.0/24", "CIDR of the network the program creates"),
+    "networkMode": Setting("str", "nat", "created network's mode: nat or none (isolated)"),
+    "sshUser": Setting("str", "pgha", "admin user created on every node"),
+    "sshPublicKey": Setting("str", "", "OpenSSH public key for sshUser; empty: generate "
+                            "a key pair (needs sshPrivateKey when set)"),
+    "clusterName": Setting("str", "pg-raft", "Patroni scope; also prefixes libvirt names"),
+    "namespace": Setting("str", "/db/", "Patroni namespace"),
+    "postgresVersion": Setting("int", 14, "PostgreSQL major version, 13 to 18"),
+    "postgresSource": Setting("str", "pgdg", "pgdg (PostgreSQL's own repository) or "
+                              "distro (the OS's packages)"),
+    "patroniVersion": Setting("str", "4.1.5", "Patroni version installed from PyPI"),
+    "ttl": Setting("int", 30, "leader lock TTL in seconds"),
+    "loopWait": Setting("int", 10, "seconds between HA loop runs"),
+    "retryTimeout": Setting("int", 10, "DCS and PostgreSQL retry timeout in seconds"),
+    "maximumLagOnFailover": Setting("int", 1048576, "bytes a replica may lag and still "
+                                    "be promoted"),
+    "synchronousMode": Setting("bool", True, "Patroni synchronous_mode (no acknowledged "
+                               "write lost on failover)"),
+    "watchdogMode": Setting("str", "required", "off, automatic or required"),
+    "watchdogSafetyMargin": Setting("int", 5, "seconds before TTL expiry the watchdog fires"),
+    "postgresParameters": Setting("object", {}, "extra PostgreSQL parameters"),
+    "clientCidrs": Setting("list", [], "CIDRs allowed to connect (pg_hba); empty: the "
+                           "cluster network only"),
+    "nodeTags": Setting("object", {}, "Patroni tags per node name, e.g. "
+                        "{srv3: {nofailover: true}}"),
+    "httpProxy": Setting("str", "", "HTTP proxy the nodes use for packages"),
+    "extraCaCertificates": Setting("str", "", "PEM CA certificates the nodes trust "
+                                   "(TLS-inspecting proxies)"),
+    "pythonIndexUrl": Setting("str", "", "Python package index or wheelhouse URL for "
+                              "Patroni (air-gapped sites)"),
+    "healthTimeoutSeconds": Setting("int", 900, "how long `pulumi up` waits for a healthy "
+                                    "cluster"),
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    index: int  # 0-based
+    mac: str
+    address: str | None  # fixed DHCP reservation, None on an existing network
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OsLayout:
+    """Where one OS + PostgreSQL source puts things: the only per-OS difference."""
+    family: str
+    package_manager: str  # dnf | apt
+    pg_bin_dir: str
+    pg_data_dir: str
+    postgres_home: str
+    python: str  # interpreter for Patroni's virtualenv
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    libvirt_uri: str
+    domain_type: str
+    cpu_mode: str
+    node_count: int
+    name_prefix: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    os_family: str
+    base_image: str
+    network_name: str
+    network_cidr: str
+    network_mode: str
+    ssh_user: str
+    ssh_public_key: str
+    cluster_name: str
+    namespace: str
+    postgres_version: int
+    postgres_source: str
+    patroni_version: str
+    ttl: int
+    loop_wait: int
+    retry_timeout: int
+    maximum_lag_on_failover: int
+    synchronous_mode: bool
+    watchdog_mode: str
+    watchdog_safety_margin: int
+    postgres_parameters: Mapping[str, Any]
+    client_cidrs: tuple[str, ...]
+    node_tags: Mapping[str, Mapping[str, Any]]
+    http_proxy: str
+    extra_ca_certificates: str
+    python_index_url: str
+    health_timeout_seconds: int
+
+    @property
+    def creates_network(self) -> bool:
+        return not self.network_name
+
+    @property
+    def generates_ssh_key(self) -> bool:
+        return not self.ssh_public_key
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"{self.name_prefix}{i + 1}" for i in range(self.node_count)]
+
+    @property
+    def nodes(self) -> list[NodeSpec]:
+        return [NodeSpec(name=name, index=i, mac=node_mac(self.cluster_name, i),
+                         address=node_address(self.network_cidr, i) if self.creates_network
+                         else None,
+                         tags=dict(self.node_tags.get(name, {})))
+                for i, name in enumerate(self.node_names)]
+
+    @property
+    def hba_cidrs(self) -> tuple[str, ...]:
+        """Who may connect to PostgreSQL: the configured clients, else the cluster network."""
+        return self.client_cidrs or ((self.network_cidr,) if self.creates_network else ())
+
+    @property
+    def layout(self) -> OsLayout:
+        return os_layout(self.os_family, self.postgres_source, self.postgres_version)
+
+    @property
+    def image_source(self) -> str:
+        return self.base_image or DEFAULT_IMAGES[self.os_family]
+
+    @property
+    def libvirt_prefix(self) -> str:
+        return f"pgha-{self.cluster_name}"
+
+
+def os_layout(family: str, source: str, version: int) -> OsLayout:
+    if family == "rocky8":
+        return OsLayout(family, "dnf", f"/usr/pgsql-{version}/bin",
+                        f"/var/lib/pgsql/{version}/data", "/var/lib/pgsql", "/usr/bin/python3.11")
+    return OsLayout(family, "apt", f"/usr/lib/postgresql/{version}/bin",
+                    f"/var/lib/postgresql/{version}/main", "/var/lib/postgresql",
+                    "/usr/bin/python3")
+
+
+def node_mac(cluster_name: str, index: int) -> str:
+    """A stable, locally administered MAC (QEMU's OUI) per cluster and node."""
+    digest = hashlib.sha256(f"{cluster_name}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def node_address(cidr: str, index: int) -> str:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return str(net.network_address + FIRST_NODE_OFFSET + index)
+
+
+def network_gateway(cidr: str) -> str:
+    return str(ipaddress.ip_network(cidr, strict=False).network_address + 1)
+
+
+# --- parsing ----------------------------------------------------------------------
+
+class _Problems(list):
+    def add(self, key: str, value: Any, allowed: str) -> None:
+        self.append(f"pgha:{key} = {value!r}: {allowed}")
+
+
+def _parse(key: str, raw: Any, problems: _Problems) -> Any:
+    setting = SETTINGS[key]
+    if raw is None or raw == "":
+        return setting.default
+    try:
+        if setting.kind == "str":
+            return str(raw)
+        if setting.kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)
+        if setting.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "false"):
+                return str(raw).lower() == "true"
+            raise ValueError
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        expected = dict if setting.kind == "object" else list
+        if not isinstance(value, expected):
+            raise ValueError
+        return value
+    except (ValueError, TypeError):
+        problems.add(key, raw, f"must be {'an' if setting.kind in ('int', 'object') else 'a'} "
+                     f"{setting.kind}")
+        return setting.default
+
+
+def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
+    """Validate raw settings (missing keys take defaults); raise ConfigError on any problem."""
+    problems = _Problems()
+    unknown = sorted(set(raw) - set(SETTINGS))
+    for key in unknown:
+        problems.add(key, raw[key], "unknown setting; known: " + ", ".join(SETTINGS))
+    v = {key: _parse(key, raw.get(key), problems) for key in SETTINGS}
+
+    def one_of(key: str, allowed: tuple[str, ...]) -> None:
+        if v[key] not in allowed:
+            problems.add(key, v[key], "allowed: " + ", ".join(allowed))
+
+    def at_least(key: str, low: int, why: str = "") -> None:
+        if v[key] < low:
+            problems.add(key, v[key], f"must be at least {low}{why}")
+
+    one_of("domainType", ("kvm", "qemu"))
+    one_of("cpuMode", ("", "host-passthrough", "host-model"))
+    if v["domainType"] == "qemu" and v["cpuMode"] == "host-passthrough":
+        problems.add("cpuMode", v["cpuMode"], "host-passthrough needs domainType kvm")
+    if v["nodeCount"] not in (3, 5, 7):
+        problems.add("nodeCount", v["nodeCount"],
+                     "must be odd and between 3 and 7 (Raft needs a majority)")
+    if not HOSTNAME_PREFIX_RE.match(v["namePrefix"]):
+        problems.add("namePrefix", v["namePrefix"], "lowercase letters, digits and '-', "
+                     "starting with a letter, at most 31 characters (a hostname)")
+    at_least("vcpus", 1)
+    at_least("memoryMib", MIN_MEMORY_MIB, " (PostgreSQL + Patroni)")
+    at_least("diskGib", MIN_DISK_GIB)
+    one_of("osFamily", tuple(DEFAULT_IMAGES))
+    _check_image(v["baseImage"], problems)
+    _check_network(v, problems)
+    if not USER_RE.match(v["sshUser"]) or v["sshUser"] in ("root", "postgres"):
+        problems.add("sshUser", v["sshUser"], "a Linux user name other than root/postgres")
+    if v["sshPublicKey"] and not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-\S+) \S+",
+                                          v["sshPublicKey"]):
+        problems.add("sshPublicKey", v["sshPublicKey"][:30] + "...",
+                     "an OpenSSH public key line (ssh-ed25519/ssh-rsa/ecdsa)")
+    if not NAME_RE.match(v["clusterName"]):
+        problems.add("clusterName", v["clusterName"], "lowercase letters, digits and '-', "
+                     "2-42 characters, starting with a letter (used in libvirt names)")
+    ns = v["namespace"]
+    if not re.match(r"^/([A-Za-z0-9_.-]+/)*$", ns):
+        problems.add("namespace", ns, "a path that starts and ends with '/', e.g. /db/")
+    _check_postgres(v, problems)
+    if not VERSION_RE.match(v["patroniVersion"]) or not v["patroniVersion"].startswith(
+            ("3.", "4.")):
+        problems.add("patroniVersion", v["patroniVersion"], "a Patroni 3.x or 4.x release, "
+                     "e.g. 4.1.5")
+    _check_timing(v, problems)
+    at_least("maximumLagOnFailover", 0)
+    one_of("watchdogMode", ("off", "automatic", "required"))
+    _check_parameters(v["postgresParameters"], problems)
+    for cidr in v["clientCidrs"]:
+        try:
+            ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            problems.add("clientCidrs", cidr, "a CIDR such as 10.0.0.0/24")
+    _check_tags(v, problems)
+    if v["httpProxy"] and urlparse(v["httpProxy"]).scheme not in ("http", "https"):
+        problems.add("httpProxy", v["httpProxy"], "an http:// or https:// URL")
+    if v["pythonIndexUrl"] and urlparse(v["pythonIndexUrl"]).scheme not in ("http", "https"):
+        problems.add("pythonIndexUrl", v["pythonIndexUrl"], "an http:// or https:// URL")
+    if v["extraCaCertificates"] and "-----BEGIN CERTIFICATE-----" not in v["extraCaCertificates"]:
+        problems.add("extraCaCertificates", v["extraCaCertificates"][:30] + "...",
+                     "PEM certificates (-----BEGIN CERTIFICATE-----)")
+    at_least("healthTimeoutSeconds", 60)
+
+    if problems:
+        raise ConfigError(list(problems))
+    return ClusterSpec(
+        libvirt_uri=v["libvirtUri"], domain_type=v["domainType"],
+        cpu_mode=v["cpuMode"] or ("host-passthrough" if v["domainType"] == "kvm" else ""),
+        node_count=v["nodeCount"], name_prefix=v["namePrefix"], vcpus=v["vcpus"],
+        memory_mib=v["memoryMib"], disk_gib=v["diskGib"], os_family=v["osFamily"],
+        base_image=v["baseImage"], network_name=v["networkName"],
+        network_cidr=str(ipaddress.ip_network(v["networkCidr"], strict=False)),
+        network_mode=v["networkMode"], ssh_user=v["sshUser"],
+        ssh_public_key=v["sshPublicKey"].strip(), cluster_name=v["clusterName"],
+        namespace=ns, postgres_version=v["postgresVersion"],
+        postgres_source=v["postgresSource"], patroni_version=v["patroniVersion"],
+        ttl=v["ttl"], loop_wait=v["loopWait"], retry_timeout=v["retryTimeout"],
+        maximum_lag_on_failover=v["maximumLagOnFailover"],
+        synchronous_mode=v["synchronousMode"], watchdog_mode=v["watchdogMode"],
+        watchdog_safety_margin=v["watchdogSafetyMargin"],
+        postgres_parameters=dict(v["postgresParameters"]),
+        client_cidrs=tuple(str(ipaddress.ip_network(c, strict=False))
+                           for c in v["clientCidrs"]),
+        node_tags={k: dict(t) for k, t in v["nodeTags"].items()},
+        http_proxy=v["httpProxy"], extra_ca_certificates=v["extraCaCertificates"],
+        python_index_url=v["pythonIndexUrl"],
+        health_timeout_seconds=v["healthTimeoutSeconds"],
+    )
+
+
+def _check_image(image: str, problems: _Problems) -> None:
+    if not image:
+        return
+    scheme = urlparse(image).scheme
+    if scheme in ("http", "https"):
+        return
+    if scheme not in ("", "file"):
+        problems.add("baseImage", image, "an http(s):// URL or a local qcow2 path")
+        return
+    path = urlparse(image).path if scheme == "file" else image
+    if not os.path.isabs(path):
+        problems.add("baseImage", image, "a local image path must be absolute")
+    elif not os.path.isfile(path):
+        problems.add("baseImage", image, "no such file on this machine")
+
+
+def _check_network(v: dict, problems: _Problems) -> None:
+    if v["networkName"]:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v["networkName"]):
+            problems.add("networkName", v["networkName"], "a libvirt network name")
+        return
+    if v["networkMode"] not in ("nat", "none"):
+        problems.add("networkMode", v["networkMode"], "allowed: nat, none")
+    try:
+        net = ipaddress.ip_network(v["networkCidr"], strict=False)
+    except ValueError:
+        problems.add("networkCidr", v["networkCidr"], "an IPv4 CIDR such as 192.168.130.0/24")
+        return
+    if net.version != 4:
+        problems.add("networkCidr", v["networkCidr"], "must be IPv4")
+        return
+    needed = FIRST_NODE_OFFSET + int(v["nodeCount"] or 0) + 1
+    if net.num_addresses < needed:
+        problems.add("networkCidr", v["networkCidr"],
+                     f"too small for {v['nodeCount']} nodes: nodes start at host "
+                     f"+{FIRST_NODE_OFFSET}, so at least {needed} addresses (/"
+                     f"{32 - (needed - 1).bit_length()} or larger) are needed")
+
+
+def _check_postgres(v: dict, problems: _Problems) -> None:
+    version, source = v["postgresVersion"], v["postgresSource"]
+    if version not in SUPPORTED_POSTGRES:
+        problems.add("postgresVersion", version, "allowed: 13, 14, 15, 16, 17, 18")
+    if source not in ("pgdg", "distro"):
+        problems.add("postgresSource", source, "allowed: pgdg, distro")
+    elif source == "distro":
+        distro_version = DISTRO_POSTGRES.get(v["osFamily"])
+        if distro_version is None:
+            problems.add("postgresSource", source,
+                         f"osFamily {v['osFamily']} supports only pgdg")
+        elif version != distro_version:
+            problems.add("postgresVersion", version,
+                         f"{v['osFamily']}'s own packages provide PostgreSQL "
+                         f"{distro_version} only (or use postgresSource pgdg)")
+
+
+def _check_timing(v: dict, problems: _Problems) -> None:
+    ttl, loop_wait, retry = v["ttl"], v["loopWait"], v["retryTimeout"]
+    if ttl < 20:
+        problems.add("ttl", ttl, "must be at least 20 seconds")
+    if loop_wait < 1:
+        problems.add("loopWait", loop_wait, "must be at least 1 second")
+    if retry < 1:
+        problems.add("retryTimeout", retry, "must be at least 1 second")
+    if loop_wait + 2 * retry > ttl:
+        problems.add("ttl", ttl, f"loopWait + 2*retryTimeout = {loop_wait + 2 * retry} "
+                     f"must not exceed ttl")
+    margin = v["watchdogSafetyMargin"]
+    if margin < 0 or margin >= ttl:
+        problems.add("watchdogSafetyMargin", margin, f"must be between 0 and ttl-1 ({ttl - 1})")
+
+
+def _check_parameters(params: dict, problems: _Problems) -> None:
+    for name, value in params.items():
+        if not PG_PARAM_RE.match(name):
+            problems.add("postgresParameters", name, "a PostgreSQL parameter name")
+        elif name in MANAGED_PG_PARAMETERS:
+            problems.add("postgresParameters", name, "managed by the program; not settable")
+        if isinstance(value, (dict, list)) or value is None:
+            problems.add("postgresParameters", f"{name}={value!r}",
+                         "values are strings, numbers or booleans")
+
+
+def _check_tags(v: dict, problems: _Problems) -> None:
+    names = [f"{v['namePrefix']}{i + 1}" for i in range(v["nodeCount"] or 0)]
+    for node, tags in v["nodeTags"].items():
+        if node not in names:
+            problems.add("nodeTags", node, "not a node name; nodes: " + ", ".join(names))
+            continue
+        if not isinstance(tags, dict):
+            problems.add("nodeTags", f"{node}={tags!r}", "a map of Patroni tags")
+            continue
+        for tag, value in tags.items():
+            kind = PATRONI_TAGS.get(tag)
+            if kind is None:
+                problems.add("nodeTags", f"{node}.{tag}",
+                             "allowed tags: " + ", ".join(PATRONI_TAGS))
+            elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                problems.add("nodeTags", f"{node}.{tag}={value!r}", f"must be a {kind.__name__}")
+    if sum(1 for t in v["nodeTags"].values()
+           if isinstance(t, dict) and t.get("nofailover") is True) >= len(names) > 0:
+        problems.add("nodeTags", "nofailover", "at least one node must be able to lead")

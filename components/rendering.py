@@ -1,0 +1,213 @@
+"""Pure rendering: ClusterSpec (+ node addresses and secrets) in, file and script text out.
+
+Nothing here imports Pulumi or touches the network; Pulumi code hands resolved Output
+values to these functions inside `apply`, and the tests call them directly.
+"""
+from __future__ import annotations
+
+import base64
+import shlex
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import yaml
+
+from components.config import (POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT, ClusterSpec,
+                               NodeSpec)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+USERS = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind_user",
+         "restapi": "patroni"}
+PORTS = {"postgres": POSTGRES_PORT, "restapi": RESTAPI_PORT, "raft": RAFT_PORT}
+# Exact versions Patroni's virtualenv gets; the real-cluster tests install the same.
+PIP_PINS = {"pysyncobj": "0.3.17", "psycopg[binary]": "3.3.9", "cryptography": "46.0.3"}
+
+
+@dataclass(frozen=True)
+class ClusterSecrets:
+    superuser_password: str
+    replication_password: str
+    rewind_password: str
+    restapi_password: str
+    raft_password: str
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    config_dir: str
+    config: str
+    venv: str
+    raft_dir: str
+    data_dir: str
+    bin_dir: str
+    pgpass: str
+    socket_dir: str
+    watchdog_script: str
+
+
+def node_paths(spec: ClusterSpec) -> NodePaths:
+    layout = spec.layout
+    return NodePaths(
+        config_dir="/etc/patroni", config="/etc/patroni/patroni.yml", venv="/opt/patroni",
+        raft_dir="/var/lib/pgha/raft", data_dir=layout.pg_data_dir, bin_dir=layout.pg_bin_dir,
+        pgpass=f"{layout.postgres_home}/.pgpass_patroni", socket_dir="/run/postgresql",
+        watchdog_script="/usr/local/sbin/pgha-ensure-softdog")
+
+
+def pip_requirements(spec: ClusterSpec) -> list[str]:
+    return [f"patroni[raft,psycopg3]=={spec.patroni_version}"] + [
+        f"{name}=={version}" for name, version in PIP_PINS.items()]
+
+
+def postgres_parameters(spec: ClusterSpec) -> dict[str, Any]:
+    """Cluster-wide PostgreSQL parameters: the program's defaults, then the user's."""
+    params: dict[str, Any] = {
+        "password_encryption": "scram-sha-256",
+        "wal_level": "replica",
+        "hot_standby": "on",
+        # pg_rewind needs checksums (initdb) or hint-bit WAL logging; both is belt and braces.
+        "wal_log_hints": "on",
+        "max_wal_senders": 10,
+        "max_replication_slots": 10,
+        "wal_keep_size": "256MB",
+        # A demoting primary waits for its walsenders; with the link cut that is this long.
+        "wal_sender_timeout": "10s",
+        "wal_receiver_timeout": "10s",
+    }
+    params.update(spec.postgres_parameters)
+    return params
+
+
+def _b64(text: str) -> str:
+    return "\n".join(textwrap.wrap(base64.b64encode(text.encode()).decode(), 76))
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+_env.filters["b64"] = _b64
+_env.filters["shq"] = shlex.quote
+
+
+def _render(template: str, **values: Any) -> str:
+    return _env.get_template(template).render(ports=PORTS, users=USERS, **values)
+
+
+def _peers(node: NodeSpec, addresses: Mapping[str, str]) -> list[str]:
+    own = addresses[node.name]
+    # Patroni must never list itself as a Raft partner (patroni#1701).
+    return [ip for name, ip in addresses.items() if name != node.name and ip != own]
+
+
+def render_patroni_yml(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
+                       secrets: ClusterSecrets, paths: NodePaths | None = None) -> str:
+    """patroni.yml for `node`; `addresses` maps every node name to its IP, in node order."""
+    return _render(
+        "patroni.yml.j2", spec=spec, node=node, address=addresses[node.name],
+        peers=_peers(node, addresses), members=list(addresses.values()),
+        client_cidrs=spec.hba_cidrs, parameters=postgres_parameters(spec),
+        secrets=secrets, paths=paths or node_paths(spec), tags=node.tags)
+
+
+def render_unit(spec: ClusterSpec) -> str:
+    return _render("patroni.service.j2", spec=spec, paths=node_paths(spec))
+
+
+def render_cloud_init(spec: ClusterSpec, node: NodeSpec, ssh_public_key: str,
+                      host_private_key: str, host_public_key: str) -> str:
+    return _render("cloud-init.yaml.j2", spec=spec, node=node,
+                   ssh_public_key=ssh_public_key.strip(),
+                   host_private_key=host_private_key, host_public_key=host_public_key.strip())
+
+
+def _proxy_files(spec: ClusterSpec) -> dict[str, str]:
+    proxy = spec.http_proxy
+    no_proxy = ",".join(["localhost", "127.0.0.1"] + ([spec.network_cidr]
+                                                      if spec.creates_network else []))
+    env = "" if not proxy else (
+        f"export http_proxy={shlex.quote(proxy)} https_proxy={shlex.quote(proxy)}\n"
+        f"export no_proxy={shlex.quote(no_proxy)}\n")
+    apt = "" if not proxy else (f'Acquire::http::Proxy "{proxy}";\n'
+                                f'Acquire::https::Proxy "{proxy}";\n')
+    pip = ["[global]"]
+    if proxy:
+        pip.append(f"proxy = {proxy}")
+    if spec.python_index_url:
+        pip.append(f"index-url = {spec.python_index_url}")
+        host = spec.python_index_url.split("/")[2].split(":")[0]
+        pip.append(f"trusted-host = {host}")
+    if spec.extra_ca_certificates:
+        pip.append("cert = " + ("/etc/ssl/certs/ca-certificates.crt"
+                                if spec.layout.package_manager == "apt"
+                                else "/etc/pki/tls/certs/ca-bundle.crt"))
+    header = "# Managed by Pulumi (pgha).\n"
+    return {"proxy_env": header + env, "apt_proxy_conf": header + apt,
+            "pip_conf": header + "\n".join(pip) + "\n"}
+
+
+def render_prepare_script(spec: ClusterSpec) -> str:
+    return _render("prepare-node.sh.j2", spec=spec, layout=spec.layout, **_proxy_files(spec))
+
+
+def render_install_postgres_script(spec: ClusterSpec) -> str:
+    return _render("install-postgres.sh.j2", spec=spec, layout=spec.layout)
+
+
+def render_watchdog_script(spec: ClusterSpec) -> str:
+    paths = node_paths(spec)
+    return _render("setup-watchdog.sh.j2", spec=spec, paths=paths,
+                   watchdog_script=_render("ensure-softdog.sh.j2"))
+
+
+def render_install_patroni_script(spec: ClusterSpec) -> str:
+    return _render("install-patroni.sh.j2", spec=spec, layout=spec.layout,
+                   paths=node_paths(spec), pip_requirements=pip_requirements(spec))
+
+
+def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
+                            secrets: ClusterSecrets) -> str:
+    paths = node_paths(spec)
+    return _render("configure-patroni.sh.j2", spec=spec, node=node, paths=paths,
+                   patroni_yml=render_patroni_yml(spec, node, addresses, secrets),
+                   unit=render_unit(spec),
+                   apply_dcs_py=_render("apply-dcs.py.j2", paths=paths).rstrip("\n"))
+
+
+def render_start_script(spec: ClusterSpec, node: NodeSpec) -> str:
+    return _render("start-patroni.sh.j2", spec=spec, node=node)
+
+
+def render_health_gate_script(spec: ClusterSpec, addresses: Mapping[str, str]) -> str:
+    paths = node_paths(spec)
+    gate = _render("health-gate.py.j2", members=dict(addresses), paths=paths,
+                   timeout=spec.health_timeout_seconds)
+    return _render("health-gate.sh.j2", paths=paths, gate_py=gate.rstrip("\n"))
+
+
+def libpq_dsn(spec: ClusterSpec, addresses: Mapping[str, str], session_attrs: str,
+              dbname: str = "postgres", user: str = USERS["superuser"]) -> str:
+    """A libpq multi-host URI (no password: use ~/.pgpass or PGPASSWORD)."""
+    hosts = ",".join(f"{ip}:{POSTGRES_PORT}" for ip in addresses.values())
+    return (f"postgresql://{user}@{hosts}/{dbname}"
+            f"?target_session_attrs={session_attrs}&connect_timeout=5")
+
+
+def parse_patroni_yml(text: str) -> dict:
+    return yaml.safe_load(text)
+
+
+def with_local_paths(config: dict, paths: NodePaths, watchdog_mode: str) -> dict:
+    """The only changes a non-VM run (the real-cluster tests) may make to patroni.yml:
+    filesystem paths, bin_dir, the unix socket dir and the watchdog mode."""
+    config = yaml.safe_load(yaml.safe_dump(config))
+    config["raft"]["data_dir"] = paths.raft_dir
+    pg = config["postgresql"]
+    pg.update(data_dir=paths.data_dir, bin_dir=paths.bin_dir, pgpass=paths.pgpass)
+    pg["parameters"]["unix_socket_directories"] = paths.socket_dir
+    config["watchdog"]["mode"] = watchdog_mode
+    return config
+
