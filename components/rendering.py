@@ -24,7 +24,7 @@ USERS = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind
          "restapi": "patroni"}
 PORTS = {"postgres": POSTGRES_PORT, "restapi": RESTAPI_PORT, "raft": RAFT_PORT}
 # Exact versions Patroni's virtualenv gets; the real-cluster tests install the same.
-PIP_PINS = {"pysyncobj": "0.3.17", "psycopg[binary]": "3.3.9", "cryptography": "46.0.3"}
+PIP_PINS = {"pysyncobj": "0.3.17", "psycopg[binary]": "3.3.9", "cryptography": "46.0.7"}
 
 
 @dataclass(frozen=True)
