@@ -76,6 +76,7 @@ SETTINGS: dict[str, Setting] = {
     "osFamily": Setting("str", "rocky8", "guest OS: rocky8 or debian12"),
     "baseImage": Setting("str", "", "cloud image URL or local qcow2 path; empty: the "
                          "OS's official generic cloud image"),
+    "storagePool": Setting("str", "default", "libvirt storage pool for disks and seeds"),
     "networkName": Setting("str", "", "use this existing libvirt network instead of "
                            "creating one"),
     "networkCidr": Setting("str", "192.168.130.0/24", "CIDR of the network the program creates"),
@@ -145,6 +146,7 @@ class ClusterSpec:
     disk_gib: int
     os_family: str
     base_image: str
+    storage_pool: str
     network_name: str
     network_cidr: str
     network_mode: str
@@ -298,6 +300,8 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
     at_least("diskGib", MIN_DISK_GIB)
     one_of("osFamily", tuple(DEFAULT_IMAGES))
     _check_image(v["baseImage"], problems)
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v["storagePool"]):
+        problems.add("storagePool", v["storagePool"], "a libvirt storage pool name")
     _check_network(v, problems)
     if not USER_RE.match(v["sshUser"]) or v["sshUser"] in ("root", "postgres"):
         problems.add("sshUser", v["sshUser"], "a Linux user name other than root/postgres")
@@ -342,7 +346,8 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         cpu_mode=v["cpuMode"] or ("host-passthrough" if v["domainType"] == "kvm" else ""),
         node_count=v["nodeCount"], name_prefix=v["namePrefix"], vcpus=v["vcpus"],
         memory_mib=v["memoryMib"], disk_gib=v["diskGib"], os_family=v["osFamily"],
-        base_image=v["baseImage"], network_name=v["networkName"],
+        base_image=v["baseImage"], storage_pool=v["storagePool"],
+        network_name=v["networkName"],
         network_cidr=str(ipaddress.ip_network(v["networkCidr"], strict=False)),
         network_mode=v["networkMode"], ssh_user=v["sshUser"],
         ssh_public_key=v["sshPublicKey"].strip(), cluster_name=v["clusterName"],

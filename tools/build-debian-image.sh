@@ -266,10 +266,32 @@ SystemMaxUse=64M
 EOF
 }
 
+# A private /dev for the chroot: the few nodes GRUB needs, plus the
+# /dev/disk/by-uuid link that udev would make (without it grub-mkconfig
+# writes root=/dev/loopNp1 instead of root=UUID=...).
+make_chroot_dev() {
+  local part=$1 uuid n
+  mount -t tmpfs -o mode=755,size=1m tmpfs "$MNT/dev"
+  mknod -m 666 "$MNT/dev/null" c 1 3
+  mknod -m 666 "$MNT/dev/zero" c 1 5
+  mknod -m 666 "$MNT/dev/full" c 1 7
+  mknod -m 666 "$MNT/dev/random" c 1 8
+  mknod -m 666 "$MNT/dev/urandom" c 1 9
+  mknod -m 666 "$MNT/dev/tty" c 5 0
+  for n in "$LOOP" "$part"; do
+    # stat prints major/minor in hex
+    mknod -m 660 "$MNT$n" b "$((16#$(stat -c '%t' "$n")))" "$((16#$(stat -c '%T' "$n")))"
+  done
+  mkdir -p "$MNT/dev/pts" "$MNT/dev/disk/by-uuid" "$MNT/dev/disk/by-label"
+  uuid=$(blkid -s UUID -o value "$part")
+  ln -s "../../$(basename "$part")" "$MNT/dev/disk/by-uuid/$uuid"
+  ln -s "../../$(basename "$part")" "$MNT/dev/disk/by-label/rootfs"
+}
+
 install_grub() {
-  local m
-  mount --bind /dev "$MNT/dev"
-  mount --bind /dev/pts "$MNT/dev/pts"
+  local part=$1 m
+  make_chroot_dev "$part"
+  mount -t devpts -o newinstance devpts "$MNT/dev/pts"
   mount -t proc proc "$MNT/proc"
   mount -t sysfs sysfs "$MNT/sys"
   mount -t tmpfs tmpfs "$MNT/run"
@@ -283,8 +305,8 @@ install_grub() {
   # Future grub-pc upgrades inside the VM reinstall to the virtio disk.
   echo "grub-pc grub-pc/install_devices multiselect /dev/vda" |
     in_chroot debconf-set-selections
-  grep -q 'root=UUID=\|root=LABEL=' "$MNT/boot/grub/grub.cfg" ||
-    die "grub.cfg has no root=UUID=/LABEL=: $(grep -m1 'linux\s' "$MNT/boot/grub/grub.cfg")"
+  grep -Eq '^\s*linux\s.*root=(UUID|LABEL)=' "$MNT/boot/grub/grub.cfg" ||
+    die "grub.cfg boots no root=UUID=: $(grep -E -m1 '^\s*linux\s' "$MNT/boot/grub/grub.cfg")"
   for m in run sys proc dev/pts dev; do umount "$MNT/$m"; done
 }
 
@@ -350,7 +372,7 @@ main() {
   log "debootstrap done after $((SECONDS - start)) s"
 
   configure_guest "$mirror" "$security"
-  install_grub
+  install_grub "$part"
 
   # Trim: no package lists/caches/logs in the image; docs are not needed.
   in_chroot apt-get clean

@@ -1,0 +1,37 @@
+"""Entry point: read the stack's settings once, build the cluster, export its outputs."""
+import pulumi
+
+from components.cluster import PatroniCluster, PatroniClusterArgs
+from components.config import SETTINGS, ConfigError, build_spec
+
+config = pulumi.Config()
+try:
+    # Every error at once, before any resource is registered.
+    spec = build_spec({key: config.get(key) for key in SETTINGS})
+    if not spec.generates_ssh_key and config.get_secret("sshPrivateKey") is None:
+        raise ConfigError(["pgha:sshPrivateKey is not set: with sshPublicKey set, the "
+                           "matching private key is needed as a secret "
+                           "(pulumi config set --secret sshPrivateKey < key)"])
+except ConfigError as error:
+    raise SystemExit(str(error)) from None
+
+cluster = PatroniCluster(spec.cluster_name, PatroniClusterArgs(
+    spec=spec,
+    ssh_public_key=spec.ssh_public_key or None,
+    ssh_private_key=None if spec.generates_ssh_key else config.require_secret("sshPrivateKey"),
+))
+
+ssh_options = "-i pgha-key -o UserKnownHostsFile=pgha-known-hosts -o StrictHostKeyChecking=yes"
+pulumi.export("nodeIps", cluster.node_ips)
+pulumi.export("leaderAtCreation", cluster.leader)
+pulumi.export("dsnReadWrite", cluster.dsn_read_write)
+pulumi.export("dsnReadOnly", cluster.dsn_read_only)
+pulumi.export("restUrls", cluster.rest_urls)
+pulumi.export("sshCommands", cluster.node_ips.apply(
+    lambda ips: {n: f"ssh {ssh_options} {spec.ssh_user}@{ip}" for n, ip in ips.items()}))
+pulumi.export("patronictl", cluster.node_ips.apply(
+    lambda ips: f"ssh {ssh_options} {spec.ssh_user}@{next(iter(ips.values()))} "
+                f"sudo -u postgres patronictl -c /etc/patroni/patroni.yml list"))
+pulumi.export("knownHosts", cluster.known_hosts)
+pulumi.export("sshPrivateKey", cluster.ssh_private_key)
+pulumi.export("passwords", cluster.passwords)

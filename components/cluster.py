@@ -1,0 +1,124 @@
+"""PatroniCluster: libvirt VMs running PostgreSQL under Patroni with the Raft DCS."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import pulumi
+import pulumi_libvirt as libvirt
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components import rendering
+from components.config import RESTAPI_PORT, ClusterSpec
+from components.provisioner import NodeProvisioner, NodeProvisionerArgs, remote_step
+from components.vm import LibvirtNode, LibvirtNodeArgs
+
+PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
+             "restapi_password", "raft_password")
+
+
+@dataclass
+class PatroniClusterArgs:
+    spec: ClusterSpec
+    # Both set, or neither (then a key pair is generated).
+    ssh_public_key: Optional[pulumi.Input[str]] = None
+    ssh_private_key: Optional[pulumi.Input[str]] = None
+
+
+class PatroniCluster(pulumi.ComponentResource):
+    """N VMs, each provisioned with PostgreSQL + Patroni, gated on cluster health."""
+
+    node_ips: pulumi.Output[Mapping[str, str]]
+    leader: pulumi.Output[str]
+    dsn_read_write: pulumi.Output[str]
+    dsn_read_only: pulumi.Output[str]
+    rest_urls: pulumi.Output[Mapping[str, str]]
+    ssh_private_key: pulumi.Output[str]
+    known_hosts: pulumi.Output[str]
+    passwords: pulumi.Output[Mapping[str, str]]
+
+    def __init__(self, name: str, args: PatroniClusterArgs,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("pgha:index:PatroniCluster", name, None, opts)
+        spec = args.spec
+        provider = libvirt.Provider(f"{name}-libvirt", uri=spec.libvirt_uri,
+                                    opts=pulumi.ResourceOptions(parent=self))
+        infra = pulumi.ResourceOptions(parent=self, provider=provider)
+
+        network_id = None
+        if spec.creates_network:
+            network = libvirt.Network(
+                f"{name}-network", name=spec.libvirt_prefix, mode=spec.network_mode,
+                addresses=[spec.network_cidr], autostart=True,
+                dhcp=libvirt.NetworkDhcpArgs(enabled=True),
+                dns=libvirt.NetworkDnsArgs(enabled=True, local_only=True), opts=infra)
+            network_id = network.id
+        base_volume = libvirt.Volume(
+            f"{name}-base-image", name=f"{spec.libvirt_prefix}-base.qcow2",
+            pool=spec.storage_pool, source=spec.image_source, format="qcow2", opts=infra)
+
+        ssh_public_key, ssh_private_key = self._ssh_key(name, args)
+        secrets = self._passwords(name)
+        self.passwords = pulumi.Output.secret(secrets.apply(
+            lambda s: {key: getattr(s, key) for key in PASSWORDS}))
+
+        vms: dict[str, LibvirtNode] = {}
+        host_keys: dict[str, tls.PrivateKey] = {}
+        for node in spec.nodes:
+            host_keys[node.name] = tls.PrivateKey(f"{name}-{node.name}-host-key",
+                                                  algorithm="ED25519",
+                                                  opts=pulumi.ResourceOptions(parent=self))
+            vms[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
+                spec=spec, node=node, base_volume_id=base_volume.id, network_id=network_id,
+                ssh_public_key=ssh_public_key,
+                host_private_key=host_keys[node.name].private_key_openssh,
+                host_public_key=host_keys[node.name].public_key_openssh), opts=infra)
+
+        names = list(vms)
+        self.node_ips = pulumi.Output.all(*[vms[n].ip for n in names]).apply(
+            lambda ips: dict(zip(names, ips)))
+
+        provisioners = [NodeProvisioner(f"{name}-{node.name}-provision", NodeProvisionerArgs(
+            spec=spec, node=node, vm=vms[node.name], ssh_private_key=ssh_private_key,
+            host_public_key=host_keys[node.name].public_key_openssh,
+            addresses=self.node_ips, secrets=secrets), opts=pulumi.ResourceOptions(parent=self))
+            for node in spec.nodes]
+
+        first = provisioners[0]
+        gate = remote_step(
+            f"{name}-health-gate", first.connection,
+            self.node_ips.apply(lambda ips: rendering.render_health_gate_script(spec, ips)),
+            parent=self, after=[p.start for p in provisioners],
+            # Re-check health whenever any node's configuration changed.
+            triggers=[p.configure.stdin for p in provisioners])
+        self.leader = gate.stdout.apply(lambda out: json.loads(out)["leader"] if out else "")
+        self.dsn_read_write = self.node_ips.apply(
+            lambda ips: rendering.libpq_dsn(spec, ips, "read-write"))
+        self.dsn_read_only = self.node_ips.apply(
+            lambda ips: rendering.libpq_dsn(spec, ips, "read-only"))
+        self.rest_urls = self.node_ips.apply(
+            lambda ips: {n: f"http://{ip}:{RESTAPI_PORT}" for n, ip in ips.items()})
+        self.ssh_private_key = pulumi.Output.secret(ssh_private_key)
+        self.known_hosts = pulumi.Output.all(
+            self.node_ips, *[host_keys[n].public_key_openssh for n in names]).apply(
+            lambda v: "".join(f"{v[0][n]} {key.strip()}\n" for n, key in zip(names, v[1:])))
+        self.register_outputs({
+            "nodeIps": self.node_ips, "leader": self.leader,
+            "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,
+            "restUrls": self.rest_urls, "knownHosts": self.known_hosts})
+
+    def _ssh_key(self, name: str, args: PatroniClusterArgs):
+        if args.spec.generates_ssh_key:
+            key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519",
+                                 opts=pulumi.ResourceOptions(parent=self))
+            return key.public_key_openssh, key.private_key_openssh
+        return args.ssh_public_key, pulumi.Output.secret(args.ssh_private_key)
+
+    def _passwords(self, name: str) -> pulumi.Output[rendering.ClusterSecrets]:
+        # Letters and digits only: safe in YAML, pgpass files and libpq URIs alike.
+        values = {key: random.RandomPassword(
+            f"{name}-{key.replace('_', '-')}", length=32, special=False,
+            opts=pulumi.ResourceOptions(parent=self)).result for key in PASSWORDS}
+        return pulumi.Output.all(**values).apply(lambda v: rendering.ClusterSecrets(**v))

@@ -1,0 +1,100 @@
+"""One cluster node's virtual machine: overlay disk, cloud-init seed and libvirt domain."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from components.config import ClusterSpec, NodeSpec
+from components.rendering import render_cloud_init
+
+GIB = 1024 ** 3
+# Provisioning a VM under emulation can take many minutes; libvirt's default is 5.
+DOMAIN_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m", delete="10m")
+# The cloud-init seed as a virtio disk instead of a CD-ROM: minimal cloud kernels (Debian's
+# "cloud" flavour) have no IDE/AHCI driver, and NoCloud finds a "cidata" disk on any bus.
+SEED_AS_VIRTIO_XSLT = """<?xml version="1.0"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output omit-xml-declaration="yes" indent="yes"/>
+  <xsl:template match="node()|@*">
+    <xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/devices/disk[@device='cdrom']/@device">
+    <xsl:attribute name="device">disk</xsl:attribute>
+  </xsl:template>
+  <xsl:template match="/domain/devices/disk[@device='cdrom']/target/@bus">
+    <xsl:attribute name="bus">virtio</xsl:attribute>
+  </xsl:template>
+  <xsl:template match="/domain/devices/disk[@device='cdrom']/target/@dev">
+    <xsl:attribute name="dev">vdz</xsl:attribute>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+
+
+@dataclass
+class LibvirtNodeArgs:
+    spec: ClusterSpec
+    node: NodeSpec
+    base_volume_id: pulumi.Input[str]
+    network_id: Optional[pulumi.Input[str]]
+    ssh_public_key: pulumi.Input[str]
+    host_private_key: pulumi.Input[str]
+    host_public_key: pulumi.Input[str]
+
+
+class LibvirtNode(pulumi.ComponentResource):
+    """A VM that boots a cloud image with our user, key and pinned SSH host key."""
+
+    domain: libvirt.Domain
+    ip: pulumi.Output[str]
+
+    def __init__(self, name: str, args: LibvirtNodeArgs,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("pgha:index:LibvirtNode", name, None, opts)
+        spec, node = args.spec, args.node
+        child = pulumi.ResourceOptions(parent=self)
+        libvirt_name = f"{spec.libvirt_prefix}-{node.name}"
+
+        disk = libvirt.Volume(
+            f"{name}-disk", name=f"{libvirt_name}.qcow2", pool=spec.storage_pool,
+            base_volume_id=args.base_volume_id, format="qcow2", size=spec.disk_gib * GIB,
+            opts=child)
+        user_data = pulumi.Output.all(
+            args.ssh_public_key, args.host_private_key, args.host_public_key,
+        ).apply(lambda keys: render_cloud_init(spec, node, *keys))
+        seed = libvirt.CloudInitDisk(
+            f"{name}-seed", name=f"{libvirt_name}-seed.iso", pool=spec.storage_pool,
+            user_data=user_data, opts=child)
+
+        interface = libvirt.DomainNetworkInterfaceArgs(
+            mac=node.mac, hostname=node.name, wait_for_lease=True,
+            addresses=[node.address] if node.address else None,
+            network_id=args.network_id if args.network_id is not None else None,
+            network_name=None if args.network_id is not None else spec.network_name)
+        self.domain = libvirt.Domain(
+            f"{name}-domain", name=libvirt_name, type=spec.domain_type,
+            vcpu=spec.vcpus, memory=spec.memory_mib,
+            cpu=libvirt.DomainCpuArgs(mode=spec.cpu_mode) if spec.cpu_mode else None,
+            disks=[libvirt.DomainDiskArgs(volume_id=disk.id)],
+            cloudinit=seed.id,
+            network_interfaces=[interface],
+            consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0",
+                                                target_type="serial")],
+            autostart=True,
+            xml=libvirt.DomainXmlArgs(xslt=SEED_AS_VIRTIO_XSLT),
+            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=DOMAIN_TIMEOUTS))
+        self.ip = self.domain.network_interfaces.apply(_first_address)
+        self.register_outputs({"ip": self.ip, "domain": self.domain.id})
+
+
+def _first_address(interfaces) -> str:
+    first = interfaces[0] if interfaces else None
+    addresses = first.get("addresses") if isinstance(first, dict) else getattr(
+        first, "addresses", None)
+    if not addresses:
+        # Only reachable in preview: wait_for_lease makes create fail rather than return none.
+        return ""
+    return addresses[0]

@@ -1,0 +1,108 @@
+import pytest
+
+from components.config import SETTINGS, ConfigError, build_spec
+
+
+def problems_for(**raw) -> list[str]:
+    with pytest.raises(ConfigError) as excinfo:
+        build_spec(raw)
+    return excinfo.value.problems
+
+
+def test_defaults_match_the_reference_deployment():
+    spec = build_spec({})
+    assert spec.node_names == ["srv1", "srv2", "srv3"]
+    assert (spec.ttl, spec.loop_wait, spec.retry_timeout) == (30, 10, 10)
+    assert spec.postgres_version == 14 and spec.os_family == "rocky8"
+    assert spec.synchronous_mode is True and spec.watchdog_mode == "required"
+    assert spec.layout.pg_bin_dir == "/usr/pgsql-14/bin"
+    assert spec.hba_cidrs == ("192.168.130.0/24",)
+    assert spec.image_source.startswith("https://dl.rockylinux.org/")
+    assert spec.cpu_mode == "host-passthrough" and spec.generates_ssh_key
+
+
+def test_raw_strings_are_parsed_as_pulumi_stores_them():
+    spec = build_spec({"nodeCount": "5", "synchronousMode": "false",
+                       "postgresParameters": '{"shared_buffers": "1GB"}',
+                       "clientCidrs": '["10.1.0.0/16"]', "nodeTags": '{"srv2": {"nofailover": true}}'})
+    assert spec.node_count == 5 and spec.synchronous_mode is False
+    assert spec.postgres_parameters == {"shared_buffers": "1GB"}
+    assert spec.hba_cidrs == ("10.1.0.0/16",)
+    assert [n.tags for n in spec.nodes][1] == {"nofailover": True}
+
+
+def test_nodes_get_distinct_macs_and_addresses_in_the_network():
+    spec = build_spec({"nodeCount": 7, "networkCidr": "10.20.30.0/24"})
+    assert len({n.mac for n in spec.nodes}) == 7
+    assert [n.address for n in spec.nodes] == [f"10.20.30.{10 + i}" for i in range(7)]
+    assert all(n.mac.startswith("52:54:00:") for n in spec.nodes)
+
+
+def test_every_problem_is_reported_at_once_with_key_value_and_allowed():
+    problems = problems_for(nodeCount=4, memoryMib=512, postgresVersion=12, ttl=15,
+                            networkCidr="10.0.0.0/33", namePrefix="Srv_1")
+    text = "\n".join(problems)
+    assert "pgha:nodeCount = 4: must be odd and between 3 and 7" in text
+    assert "pgha:memoryMib = 512: must be at least 1024" in text
+    assert "pgha:postgresVersion = 12: allowed: 13, 14, 15, 16, 17, 18" in text
+    assert "pgha:ttl = 15: must be at least 20 seconds" in text
+    assert "pgha:networkCidr = '10.0.0.0/33'" in text
+    assert "pgha:namePrefix = 'Srv_1'" in text
+    assert len(problems) >= 6
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"nodeCount": 9}, "pgha:nodeCount = 9"),
+    ({"nodeCount": 1}, "pgha:nodeCount = 1"),
+    ({"nodeCount": "three"}, "pgha:nodeCount = 'three': must be an int"),
+    ({"networkCidr": "10.0.0.0/29"}, "too small for 3 nodes"),
+    ({"networkCidr": "not-a-cidr"}, "an IPv4 CIDR"),
+    ({"loopWait": 10, "retryTimeout": 15, "ttl": 30}, "loopWait + 2*retryTimeout = 40"),
+    ({"watchdogSafetyMargin": 30}, "pgha:watchdogSafetyMargin = 30"),
+    ({"watchdogMode": "on"}, "allowed: off, automatic, required"),
+    ({"baseImage": "/nonexistent/rocky.qcow2"}, "no such file on this machine"),
+    ({"baseImage": "ftp://example.org/x.qcow2"}, "an http(s):// URL or a local qcow2 path"),
+    ({"baseImage": "relative.qcow2"}, "must be absolute"),
+    ({"clusterName": "Bad Name"}, "pgha:clusterName = 'Bad Name'"),
+    ({"namespace": "db"}, "starts and ends with '/'"),
+    ({"postgresSource": "distro"}, "osFamily rocky8 supports only pgdg"),
+    ({"osFamily": "debian12", "postgresSource": "distro"}, "provide PostgreSQL 15 only"),
+    ({"osFamily": "ubuntu"}, "allowed: rocky8, debian12"),
+    ({"clientCidrs": '["10.0.0.0/8", "nope"]'}, "pgha:clientCidrs = 'nope'"),
+    ({"postgresParameters": '{"port": 5433}'}, "managed by the program"),
+    ({"nodeTags": '{"srv9": {"nofailover": true}}'}, "not a node name"),
+    ({"nodeTags": '{"srv1": {"nofailover": "yes"}}'}, "must be a bool"),
+    ({"nodeTags": '{"srv1": {"nofailover": true}, "srv2": {"nofailover": true}, '
+                   '"srv3": {"nofailover": true}}'}, "at least one node must be able to lead"),
+    ({"sshPublicKey": "hello"}, "an OpenSSH public key line"),
+    ({"sshUser": "root"}, "other than root/postgres"),
+    ({"domainType": "xen"}, "allowed: kvm, qemu"),
+    ({"domainType": "qemu", "cpuMode": "host-passthrough"}, "needs domainType kvm"),
+    ({"httpProxy": "proxy:3128"}, "an http:// or https:// URL"),
+    ({"extraCaCertificates": "junk"}, "PEM certificates"),
+    ({"patroniVersion": "latest"}, "a Patroni 3.x or 4.x release"),
+    ({"networkMode": "bridge"}, "allowed: nat, none"),
+    ({"bogusKey": 1}, "pgha:bogusKey = 1: unknown setting"),
+])
+def test_invalid_settings_are_rejected(raw, expected):
+    assert any(expected in p for p in problems_for(**raw)), problems_for(**raw)
+
+
+def test_valid_edge_values_are_accepted(tmp_path):
+    image = tmp_path / "local.qcow2"
+    image.write_bytes(b"qcow")
+    spec = build_spec({"nodeCount": 7, "ttl": 20, "loopWait": 5, "retryTimeout": 5,
+                       "networkCidr": "10.0.0.0/27", "baseImage": str(image),
+                       "osFamily": "debian12", "postgresSource": "distro",
+                       "postgresVersion": 15, "domainType": "qemu"})
+    assert spec.layout.pg_bin_dir == "/usr/lib/postgresql/15/bin"
+    assert spec.cpu_mode == "" and spec.image_source == str(image)
+
+
+def test_every_setting_is_declared_in_pulumi_yaml():
+    import yaml
+    from tests.conftest import REPO
+    declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == set(SETTINGS)
+    for key, setting in SETTINGS.items():
+        assert declared[key]["default"] == setting.default, key

@@ -1,0 +1,263 @@
+import ast
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import rendering
+from components.config import build_spec
+from tests.conftest import skip_or_fail
+
+SECRETS = rendering.ClusterSecrets("su-pw'\"x", "repl-pw", "rewind-pw", "rest-pw", "raft-pw")
+SPECS = {
+    "rocky8-default": {},
+    "rocky8-five-proxy-ca": {"nodeCount": 5, "httpProxy": "http://10.0.0.1:3128",
+                             "extraCaCertificates": "-----BEGIN CERTIFICATE-----\nMIIB\n"
+                                                    "-----END CERTIFICATE-----\n",
+                             "pythonIndexUrl": "http://10.0.0.1:8000/simple",
+                             "watchdogMode": "off"},
+    "debian12-distro": {"osFamily": "debian12", "postgresSource": "distro",
+                        "postgresVersion": 15, "httpProxy": "http://10.0.0.1:3128"},
+    "debian12-pgdg": {"osFamily": "debian12", "postgresVersion": 17,
+                      "nodeTags": {"srv3": {"nofailover": True, "failover_priority": 0}}},
+}
+
+
+def spec_and_addresses(name):
+    spec = build_spec(SPECS[name])
+    return spec, {n.name: n.address for n in spec.nodes}
+
+
+def rendered(name, node_index=0):
+    spec, addresses = spec_and_addresses(name)
+    text = rendering.render_patroni_yml(spec, spec.nodes[node_index], addresses, SECRETS)
+    return spec, addresses, yaml.safe_load(text), text
+
+
+def patroni_known_keys() -> set[str]:
+    """Every key Patroni's validator names, plus every string literal in its source."""
+    patroni = pytest.importorskip("patroni")
+    from patroni import validator
+    known: set[str] = set()
+
+    def walk(obj, seen):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            known.add(obj)
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                walk(key, seen)
+                walk(value, seen)
+        elif isinstance(obj, (list, tuple, set)):
+            for item in obj:
+                walk(item, seen)
+        elif type(obj).__module__.startswith("patroni") and hasattr(obj, "__dict__"):
+            for value in vars(obj).values():
+                walk(value, seen)
+
+    walk(validator.schema.validator, set())
+    for source in Path(patroni.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                known.add(node.value)
+    return known
+
+
+def keys_of(config, free_form=("parameters", "tags", "authentication", "initdb", "pg_hba",
+                               "basebackup")):
+    """Every mapping key path in config, not descending into user-defined maps."""
+    for key, value in config.items():
+        yield key
+        if isinstance(value, dict) and key not in free_form:
+            yield from keys_of(value, free_form)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_each_node_has_itself_as_self_addr_and_exactly_the_others_as_partners(name):
+    spec, addresses, _, _ = rendered(name)
+    for node in spec.nodes:
+        config = yaml.safe_load(rendering.render_patroni_yml(spec, node, addresses, SECRETS))
+        own = addresses[node.name]
+        assert config["name"] == node.name
+        assert config["raft"]["self_addr"] == f"{own}:5010"
+        partners = config["raft"]["partner_addrs"]
+        assert sorted(partners) == sorted(f"{ip}:5010" for n, ip in addresses.items()
+                                          if n != node.name)
+        assert f"{own}:5010" not in partners
+        assert config["restapi"]["connect_address"] == f"{own}:8008"
+        assert config["postgresql"]["connect_address"] == f"{own}:5432"
+
+
+def test_patroni_yml_holds_the_safety_settings_and_secrets_verbatim():
+    spec, addresses, config, _ = rendered("rocky8-default")
+    dcs = config["bootstrap"]["dcs"]
+    assert dcs["postgresql"]["use_pg_rewind"] is True and dcs["postgresql"]["use_slots"] is True
+    assert dcs["synchronous_mode"] is True and (dcs["ttl"], dcs["loop_wait"]) == (30, 10)
+    assert "data-checksums" in config["bootstrap"]["initdb"]
+    assert {"auth-host": "scram-sha-256"} in config["bootstrap"]["initdb"]
+    assert config["raft"]["password"] == "raft-pw"
+    assert config["postgresql"]["authentication"]["superuser"]["password"] == "su-pw'\"x"
+    assert config["restapi"]["authentication"] == {"username": "patroni", "password": "rest-pw"}
+    assert config["watchdog"] == {"mode": "required", "device": "/dev/watchdog",
+                                  "safety_margin": 5}
+    assert config["scope"] == "pg-raft" and config["namespace"] == "/db/"
+
+
+def test_pg_hba_allows_peers_per_address_and_only_the_configured_networks():
+    spec, addresses, config, _ = rendered("rocky8-default")
+    hba = config["postgresql"]["pg_hba"]
+    for ip in addresses.values():
+        assert f"host replication replicator {ip}/32 scram-sha-256" in hba
+    networks = [line.split()[3] for line in hba if line.startswith("host ")]
+    for cidr in networks:
+        assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("192.168.130.0/24")) \
+            or cidr == "127.0.0.1/32"
+    assert not any("0.0.0.0/0" in line or " trust" in line or " md5" in line for line in hba)
+    custom = build_spec({"clientCidrs": ["10.9.0.0/16"]})
+    custom_hba = yaml.safe_load(rendering.render_patroni_yml(
+        custom, custom.nodes[0], addresses, SECRETS))["postgresql"]["pg_hba"]
+    assert "host all all 10.9.0.0/16 scram-sha-256" in custom_hba
+    assert not any("192.168.130.0/24" in line for line in custom_hba)
+
+
+def test_user_parameters_and_tags_are_rendered():
+    spec = build_spec({"postgresParameters": {"shared_buffers": "2GB", "max_connections": 300},
+                       "nodeTags": {"srv2": {"nofailover": True}}})
+    addresses = {n.name: n.address for n in spec.nodes}
+    config = yaml.safe_load(rendering.render_patroni_yml(spec, spec.nodes[1], addresses, SECRETS))
+    params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert params["shared_buffers"] == "2GB" and params["max_connections"] == 300
+    assert params["wal_log_hints"] == "on"
+    assert config["tags"] == {"nofailover": True}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_patroni_knows_every_key_we_render(name):
+    known = patroni_known_keys()
+    _, _, config, _ = rendered(name)
+    unknown = sorted(set(keys_of(config)) - known)
+    assert not unknown, f"keys Patroni does not know: {unknown}"
+    from patroni.validator import schema
+    # Paths and ports of the VM do not exist on the test machine; everything else must pass.
+    errors = [e for e in schema(config) if "does not exist" not in e and "in use" not in e]
+    assert errors == []
+
+
+def test_local_override_changes_only_paths_and_watchdog():
+    spec, addresses, config, _ = rendered("rocky8-default")
+    paths = rendering.NodePaths(config_dir="/x", config="/x/p.yml", venv="/v", raft_dir="/r",
+                                data_dir="/d", bin_dir="/b", pgpass="/p", socket_dir="/s",
+                                watchdog_script="/w")
+    local = rendering.with_local_paths(config, paths, "off")
+    assert local["raft"]["data_dir"] == "/r" and local["postgresql"]["bin_dir"] == "/b"
+    assert local["watchdog"]["mode"] == "off"
+    local["raft"]["data_dir"] = config["raft"]["data_dir"]
+    local["postgresql"].update({k: config["postgresql"][k] for k in ("data_dir", "bin_dir",
+                                                                      "pgpass")})
+    local["postgresql"]["parameters"] = config["postgresql"]["parameters"]
+    local["watchdog"] = config["watchdog"]
+    assert local == config
+
+
+def test_unit_runs_patroni_as_postgres_with_restart_and_reload():
+    unit = rendering.render_unit(build_spec({}))
+    assert "User=postgres" in unit and "Restart=on-failure" in unit
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "KillMode=process" in unit
+    assert "ExecStart=/opt/patroni/bin/patroni /etc/patroni/patroni.yml" in unit
+    assert "ExecStartPre=+/usr/local/sbin/pgha-ensure-softdog" in unit
+    assert "ExecStartPre" not in rendering.render_unit(build_spec({"watchdogMode": "off"}))
+
+
+def test_cloud_init_is_cloud_config_with_key_and_pinned_host_key():
+    spec = build_spec({})
+    text = rendering.render_cloud_init(spec, spec.nodes[1], "ssh-ed25519 AAAAuser me",
+                                       "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
+                                       "-----END OPENSSH PRIVATE KEY-----\n",
+                                       "ssh-ed25519 AAAAhost")
+    assert text.startswith("#cloud-config\n")
+    data = yaml.safe_load(text)
+    assert data["hostname"] == "srv2"
+    user = data["users"][0]
+    assert user["name"] == "pgha" and user["lock_passwd"] is True
+    assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAuser me"]
+    assert data["ssh_pwauth"] is False and data["ssh_genkeytypes"] == []
+    assert data["ssh_keys"]["ed25519_public"] == "ssh-ed25519 AAAAhost"
+    assert "passwd" not in user and "password" not in text
+
+
+def all_scripts():
+    for name in SPECS:
+        spec, addresses = spec_and_addresses(name)
+        node = spec.nodes[0]
+        yield f"{name}/prepare", rendering.render_prepare_script(spec)
+        yield f"{name}/install-postgres", rendering.render_install_postgres_script(spec)
+        yield f"{name}/watchdog", rendering.render_watchdog_script(spec)
+        yield f"{name}/install-patroni", rendering.render_install_patroni_script(spec)
+        yield f"{name}/configure", rendering.render_configure_script(spec, node, addresses,
+                                                                     SECRETS)
+        yield f"{name}/start", rendering.render_start_script(spec, node)
+        yield f"{name}/health-gate", rendering.render_health_gate_script(spec, addresses)
+
+
+SCRIPTS = dict(all_scripts())
+
+
+@pytest.mark.parametrize("script_id", SCRIPTS)
+def test_rendered_scripts_pass_shellcheck(script_id):
+    if shutil.which("shellcheck") is None:
+        skip_or_fail("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
+                            input=SCRIPTS[script_id], text=True, capture_output=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script_id", SCRIPTS)
+def test_scripts_are_strict_and_never_trace_or_print_secrets(script_id):
+    script = SCRIPTS[script_id]
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in script and "set -x" not in script and "-euxo" not in script
+    # The whole script is parsed before it runs, so commands cannot eat the rest of stdin.
+    assert script.rstrip().endswith("main </dev/null")
+    for secret in ("repl-pw", "rewind-pw", "rest-pw", "raft-pw", "su-pw"):
+        assert secret not in script  # secrets travel base64-encoded inside heredocs only
+
+
+def test_configure_script_carries_the_exact_patroni_yml():
+    import base64
+    import re
+    spec, addresses = spec_and_addresses("rocky8-default")
+    script = SCRIPTS["rocky8-default/configure"]
+    blocks = re.findall(r"<<'B64'; then\n(.*?)\nB64", script, re.S)
+    assert base64.b64decode("".join(blocks[0].split())).decode() == \
+        rendering.render_patroni_yml(spec, spec.nodes[0], addresses, SECRETS)
+    assert "install_file /etc/patroni/patroni.yml 0600 postgres:postgres" in script
+
+
+def test_install_patroni_pins_exact_versions_in_a_virtualenv():
+    script = SCRIPTS["rocky8-default/install-patroni"]
+    assert "/usr/bin/python3.11 -m venv /opt/patroni" in script
+    assert "'patroni[raft,psycopg3]==4.1.5' pysyncobj==0.3.17 'psycopg[binary]==3.3.9'" in script
+    assert "--user" not in script
+
+
+def test_postgres_install_disables_the_distribution_service():
+    rocky = SCRIPTS["rocky8-default/install-postgres"]
+    assert "dnf -y -q module disable postgresql" in rocky
+    assert "postgresql14-server" in rocky and "systemctl disable --now postgresql-14" in rocky
+    debian = SCRIPTS["debian12-distro/install-postgres"]
+    assert "apt-get -y -q install postgresql-15" in debian and "pgdg" not in debian.split(
+        "createcluster.conf")[1].split("dpkg-query")[0]
+    assert "apt.postgresql.org" in SCRIPTS["debian12-pgdg/install-postgres"]
+
+
+def test_dsn_lists_every_host_and_no_password():
+    spec, addresses = spec_and_addresses("rocky8-default")
+    dsn = rendering.libpq_dsn(spec, addresses, "read-write")
+    assert dsn == ("postgresql://postgres@192.168.130.10:5432,192.168.130.11:5432,"
+                   "192.168.130.12:5432/postgres?target_session_attrs=read-write"
+                   "&connect_timeout=5")
