@@ -73,7 +73,8 @@ class PatroniCluster(pulumi.ComponentResource):
             vms[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
                 spec=spec, node=node, base_volume_id=base_volume.id, network_id=network_id,
                 ssh_public_key=ssh_public_key,
-                host_private_key=host_keys[node.name].private_key_openssh,
+                host_private_key=pulumi.Output.secret(
+                    host_keys[node.name].private_key_openssh),
                 host_public_key=host_keys[node.name].public_key_openssh), opts=infra)
 
         names = list(vms)
@@ -113,12 +114,12 @@ class PatroniCluster(pulumi.ComponentResource):
         if args.spec.generates_ssh_key:
             key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519",
                                  opts=pulumi.ResourceOptions(parent=self))
-            return key.public_key_openssh, key.private_key_openssh
+            return key.public_key_openssh, pulumi.Output.secret(key.private_key_openssh)
         return args.ssh_public_key, pulumi.Output.secret(args.ssh_private_key)
 
     def _passwords(self, name: str) -> pulumi.Output[rendering.ClusterSecrets]:
         # Letters and digits only: safe in YAML, pgpass files and libpq URIs alike.
-        values = {key: random.RandomPassword(
+        values = {key: pulumi.Output.secret(random.RandomPassword(
             f"{name}-{key.replace('_', '-')}", length=32, special=False,
-            opts=pulumi.ResourceOptions(parent=self)).result for key in PASSWORDS}
+            opts=pulumi.ResourceOptions(parent=self)).result) for key in PASSWORDS}
         return pulumi.Output.all(**values).apply(lambda v: rendering.ClusterSecrets(**v))
