@@ -106,3 +106,12 @@ def test_every_setting_is_declared_in_pulumi_yaml():
     assert set(declared) == set(SETTINGS)
     for key, setting in SETTINGS.items():
         assert declared[key]["default"] == setting.default, key
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_example_stacks_are_valid(stack):
+    import yaml
+    from tests.conftest import REPO
+    raw = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
+    spec = build_spec({key.split(":", 1)[1]: value for key, value in raw.items()})
+    assert spec.node_count in (3, 5)
