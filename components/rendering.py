@@ -133,9 +133,9 @@ def _proxy_files(spec: ClusterSpec) -> dict[str, str]:
         f"export no_proxy={shlex.quote(no_proxy)}\n")
     apt = "" if not proxy else (f'Acquire::http::Proxy "{proxy}";\n'
                                 f'Acquire::https::Proxy "{proxy}";\n')
+    # pip takes the proxy from proxy.env, which also exempts the cluster network (a
+    # wheelhouse there must be reached directly).
     pip = ["[global]"]
-    if proxy:
-        pip.append(f"proxy = {proxy}")
     if spec.python_index_url:
         pip.append(f"index-url = {spec.python_index_url}")
         host = spec.python_index_url.split("/")[2].split(":")[0]
