@@ -183,7 +183,7 @@ def render_start_script(spec: ClusterSpec, node: NodeSpec) -> str:
 
 def render_health_gate_script(spec: ClusterSpec, addresses: Mapping[str, str]) -> str:
     paths = node_paths(spec)
-    gate = _render("health-gate.py.j2", members=dict(addresses), paths=paths,
+    gate = _render("health-gate.py.j2", spec=spec, members=dict(addresses), paths=paths,
                    timeout=spec.health_timeout_seconds)
     return _render("health-gate.sh.j2", paths=paths, gate_py=gate.rstrip("\n"))
 

@@ -117,6 +117,8 @@ def test_pg_hba_allows_peers_per_address_and_only_the_configured_networks():
     for cidr in networks:
         assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("192.168.130.0/24")) \
             or cidr == "127.0.0.1/32"
+    # Patroni reads a replica's own timeline over a local replication connection.
+    assert "host replication replicator 127.0.0.1/32 scram-sha-256" in hba
     assert not any("0.0.0.0/0" in line or " trust" in line or " md5" in line for line in hba)
     custom = build_spec({"clientCidrs": ["10.9.0.0/16"]})
     custom_hba = yaml.safe_load(rendering.render_patroni_yml(
@@ -261,3 +263,15 @@ def test_dsn_lists_every_host_and_no_password():
     assert dsn == ("postgresql://postgres@192.168.130.10:5432,192.168.130.11:5432,"
                    "192.168.130.12:5432/postgres?target_session_attrs=read-write"
                    "&connect_timeout=5")
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_health_gate_is_valid_python_and_waits_for_a_sync_standby_in_sync_mode(sync):
+    import re
+    spec = build_spec({"synchronousMode": sync})
+    addresses = {n.name: n.address for n in spec.nodes}
+    script = rendering.render_health_gate_script(spec, addresses)
+    gate = re.search(r"<<'PY'\n(.*)\nPY", script, re.S).group(1)
+    compile(gate, "health-gate.py", "exec")
+    assert f"NEEDS_SYNC_STANDBY = {sync}" in gate
+    assert all(ip in gate for ip in addresses.values())

@@ -1,0 +1,1 @@
+"""Tier 2: real Patroni + Raft + PostgreSQL clusters in network namespaces."""
