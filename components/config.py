@@ -230,10 +230,6 @@ def node_address(cidr: str, index: int) -> str:
     return str(net.network_address + FIRST_NODE_OFFSET + index)
 
 
-def network_gateway(cidr: str) -> str:
-    return str(ipaddress.ip_network(cidr, strict=False).network_address + 1)
-
-
 # --- parsing ----------------------------------------------------------------------
 
 class _Problems(list):

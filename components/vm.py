@@ -72,7 +72,7 @@ class LibvirtNode(pulumi.ComponentResource):
         interface = libvirt.DomainNetworkInterfaceArgs(
             mac=node.mac, hostname=node.name, wait_for_lease=True,
             addresses=[node.address] if node.address else None,
-            network_id=args.network_id if args.network_id is not None else None,
+            network_id=args.network_id,
             network_name=None if args.network_id is not None else spec.network_name)
         self.domain = libvirt.Domain(
             f"{name}-domain", name=libvirt_name, type=spec.domain_type,

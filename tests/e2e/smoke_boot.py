@@ -86,22 +86,16 @@ def pool_xml() -> str:
 
 
 def seed_disk_xml(bus: str) -> str:
-    if bus == "virtio":
-        return f"""\
-    <disk type='volume' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source pool='{POOL}' volume='{VM_NAME}-seed.iso'/>
-      <target dev='vdb' bus='virtio'/>
-      <readonly/>
-    </disk>"""
-    # what pulumi-libvirt's Domain(cloudinit=...) does: an IDE cdrom 'hdd'
+    # virtio: a plain read-only disk (what the product's XSLT makes of the seed).
+    # Otherwise what pulumi-libvirt's Domain(cloudinit=...) does: an IDE cdrom 'hdd'
     # (works on machine 'pc' = i440FX: the cloud kernel has ata_piix + sr_mod;
     # q35 has no IDE and its SATA/AHCI has no driver in the cloud kernel)
+    device, dev = ("disk", "vdb") if bus == "virtio" else ("cdrom", "hdd")
     return f"""\
-    <disk type='volume' device='cdrom'>
+    <disk type='volume' device='{device}'>
       <driver name='qemu' type='raw'/>
       <source pool='{POOL}' volume='{VM_NAME}-seed.iso'/>
-      <target dev='hdd' bus='{bus}'/>
+      <target dev='{dev}' bus='{bus}'/>
       <readonly/>
     </disk>"""
 

@@ -1136,6 +1136,23 @@ def _demotion_notes(c: Cluster, name: str, since: float) -> dict[str, Any]:
     return notes
 
 
+def _await_failover(c: Cluster, r: ScenarioResult, obs: Observation, old: str,
+                    to: dict[str, float]) -> tuple[str, float]:
+    """After r.t_event: wait for a new primary, the old one to stop taking writes and the
+    first acknowledged write on the new one; record the three delays in r.metrics."""
+    new, t_new = c.wait_for("a new primary", lambda: obs.first_primary_other_than(
+        old, r.t_event), to["failover"])
+    r.new_leader = new
+    c.event(f"new primary {new}", t_new)
+    r.metrics["new_leader_s"] = _round(t_new - r.t_event)
+    t_ro = c.wait_for(f"{old} not writable", lambda: first_time(
+        obs.probe_series()[old], r.t_event, lambda s: s != "primary"), to["readonly"])
+    r.metrics["old_leader_readonly_s"] = _round(t_ro - r.t_event)
+    c.wait_for(f"writes acknowledged by {new}", lambda: obs.acks_from(new, t_new), 90)
+    r.metrics["first_ack_after_event_s"] = _round(obs.acks_from(new, t_new)[0]["t"] - r.t_event)
+    return new, t_new
+
+
 def scenario_leader_failure(c: Cluster, how: str, profile: str, idle: float | None = None
                             ) -> ScenarioResult:
     """The reference post's experiment (how="cut": pull the leader's cable) or a crash
@@ -1152,16 +1169,7 @@ def scenario_leader_failure(c: Cluster, how: str, profile: str, idle: float | No
         c.net.cut(old)
     else:
         c.crash(old)
-    new, t_new = c.wait_for("a new primary", lambda: obs.first_primary_other_than(
-        old, r.t_event), to["failover"])
-    r.new_leader = new
-    c.event(f"new primary {new}", t_new)
-    r.metrics["new_leader_s"] = _round(t_new - r.t_event)
-    t_ro = c.wait_for(f"{old} not writable", lambda: first_time(
-        obs.probe_series()[old], r.t_event, lambda s: s != "primary"), to["readonly"])
-    r.metrics["old_leader_readonly_s"] = _round(t_ro - r.t_event)
-    c.wait_for(f"writes acknowledged by {new}", lambda: obs.acks_from(new, t_new), 90)
-    r.metrics["first_ack_after_event_s"] = _round(obs.acks_from(new, t_new)[0]["t"] - r.t_event)
+    new, t_new = _await_failover(c, r, obs, old, to)
     time.sleep(2)
     obs.stop_writer()
     time.sleep(c.spec.loop_wait if idle is None else idle)  # the new primary is idle now
@@ -1361,16 +1369,7 @@ def scenario_two_lost(c: Cluster, profile: str) -> ScenarioResult:
     r.t_event = c.event(f"cut {lost}")
     for n in lost:
         c.net.cut(n)
-    new, t_new = c.wait_for("a new primary", lambda: obs.first_primary_other_than(
-        old, r.t_event), to["failover"])
-    r.new_leader = new
-    c.event(f"new primary {new}", t_new)
-    r.metrics["new_leader_s"] = _round(t_new - r.t_event)
-    t_ro = c.wait_for(f"{old} not writable", lambda: first_time(
-        obs.probe_series()[old], r.t_event, lambda s: s != "primary"), to["readonly"])
-    r.metrics["old_leader_readonly_s"] = _round(t_ro - r.t_event)
-    c.wait_for(f"writes acknowledged by {new}", lambda: obs.acks_from(new, t_new), 90)
-    r.metrics["first_ack_after_event_s"] = _round(obs.acks_from(new, t_new)[0]["t"] - r.t_event)
+    new, t_new = _await_failover(c, r, obs, old, to)
     time.sleep(2)
     survivors = [n for n in c.nodes if n not in lost]
     c.wait_healthy(members=survivors, timeout=to["rejoin"])
