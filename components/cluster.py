@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -10,7 +12,9 @@ import pulumi_libvirt as libvirt
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components import rendering
+from pulumi_command import local
+
+from components import health, rendering
 from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import NodeProvisioner, NodeProvisionerArgs, remote_step
 from components.vm import LibvirtNode, LibvirtNodeArgs
@@ -94,7 +98,8 @@ class PatroniCluster(pulumi.ComponentResource):
             parent=self, after=[p.start for p in provisioners],
             # Re-check health whenever any node's configuration changed.
             triggers=[p.configure.stdin for p in provisioners])
-        self.leader = gate.stdout.apply(lambda out: json.loads(out)["leader"] if out else "")
+        self.leader = gate.stdout.apply(_leader_from_gate)
+        self._report_health(spec, gate)
         self.dsn_read_write = self.node_ips.apply(
             lambda ips: rendering.libpq_dsn(spec, ips, "read-write"))
         self.dsn_read_only = self.node_ips.apply(
@@ -110,6 +115,23 @@ class PatroniCluster(pulumi.ComponentResource):
             "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,
             "restUrls": self.rest_urls, "knownHosts": self.known_hosts})
 
+    def _report_health(self, spec: ClusterSpec, gate: pulumi.Resource) -> None:
+        """Warn about a degraded cluster on every up and preview, without a diff: an invoke
+        runs each time the program runs and stores nothing. It waits for the gate, so a
+        first `up` reports only once the cluster was built."""
+        probe = pulumi.Output.all(self.node_ips, gate.id).apply(
+            lambda v: rendering.render_health_probe(spec, v[0]))
+        result = local.run_output(command=f"{shlex.quote(sys.executable)} -", stdin=probe)
+
+        def report(values) -> None:
+            ips, stdout = values
+            warnings, summary = health.health_findings(spec, ips, stdout)
+            for warning in warnings:
+                pulumi.log.warn(f"pgha health: {warning}", resource=self)
+            (pulumi.log.warn if warnings else pulumi.log.info)(
+                f"pgha health: {summary}", resource=self)
+        pulumi.Output.all(self.node_ips, result.stdout).apply(report)
+
     def _ssh_key(self, name: str, args: PatroniClusterArgs):
         if args.spec.generates_ssh_key:
             key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519",
@@ -123,3 +145,11 @@ class PatroniCluster(pulumi.ComponentResource):
             f"{name}-{key.replace('_', '-')}", length=32, special=False,
             opts=pulumi.ResourceOptions(parent=self)).result) for key in PASSWORDS}
         return pulumi.Output.all(**values).apply(lambda v: rendering.ClusterSecrets(**v))
+
+
+def _leader_from_gate(stdout: str) -> str:
+    """The gate prints one JSON line ({"leader": ..., "members": ...}), then its report."""
+    for line in (stdout or "").splitlines():
+        if line.startswith("{"):
+            return json.loads(line)["leader"]
+    return ""

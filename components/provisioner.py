@@ -32,6 +32,9 @@ def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Inp
     """A script run as root on a node; changing the script re-runs it (as an update)."""
     return remote.Command(
         name, connection=connection, create=REMOTE_SHELL, stdin=script, triggers=triggers,
+        # Scripts never read their previous output; sending it as environment variables
+        # only earns a warning from every sshd that does not AcceptEnv them.
+        add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(
             parent=parent, depends_on=list(after), custom_timeouts=STEP_TIMEOUTS,
             # Scripts never print secrets; marking the output secret is a second guard.

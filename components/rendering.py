@@ -6,6 +6,7 @@ values to these functions inside `apply`, and the tests call them directly.
 from __future__ import annotations
 
 import base64
+import posixpath
 import shlex
 import textwrap
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class NodePaths:
     pgpass: str
     socket_dir: str
     watchdog_script: str
+    journal_check: str
 
 
 def node_paths(spec: ClusterSpec) -> NodePaths:
@@ -55,7 +57,8 @@ def node_paths(spec: ClusterSpec) -> NodePaths:
         config_dir="/etc/patroni", config="/etc/patroni/patroni.yml", venv="/opt/patroni",
         raft_dir="/var/lib/pgha/raft", data_dir=layout.pg_data_dir, bin_dir=layout.pg_bin_dir,
         pgpass=f"{layout.postgres_home}/.pgpass_patroni", socket_dir="/run/postgresql",
-        watchdog_script="/usr/local/sbin/pgha-ensure-softdog")
+        watchdog_script="/usr/local/sbin/pgha-ensure-softdog",
+        journal_check="/usr/local/sbin/pgha-raft-journal-check")
 
 
 def pip_requirements(spec: ClusterSpec) -> list[str]:
@@ -91,6 +94,7 @@ _env = jinja2.Environment(
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
 _env.filters["b64"] = _b64
 _env.filters["shq"] = shlex.quote
+_env.filters["dirname"] = posixpath.dirname
 
 
 def _render(template: str, **values: Any) -> str:
@@ -165,7 +169,8 @@ def render_watchdog_script(spec: ClusterSpec) -> str:
 
 def render_install_patroni_script(spec: ClusterSpec) -> str:
     return _render("install-patroni.sh.j2", spec=spec, layout=spec.layout,
-                   paths=node_paths(spec), pip_requirements=pip_requirements(spec))
+                   paths=node_paths(spec), pip_requirements=pip_requirements(spec),
+                   journal_check=(TEMPLATES_DIR / "raft-journal-check.py").read_text())
 
 
 def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
@@ -186,6 +191,11 @@ def render_health_gate_script(spec: ClusterSpec, addresses: Mapping[str, str]) -
     gate = _render("health-gate.py.j2", spec=spec, members=dict(addresses), paths=paths,
                    timeout=spec.health_timeout_seconds)
     return _render("health-gate.sh.j2", paths=paths, gate_py=gate.rstrip("\n"))
+
+
+def render_health_probe(spec: ClusterSpec, addresses: Mapping[str, str]) -> str:
+    """The read-only probe that components/health.py judges on every up and preview."""
+    return _render("health-probe.py.j2", spec=spec, members=dict(addresses))
 
 
 def libpq_dsn(spec: ClusterSpec, addresses: Mapping[str, str], session_attrs: str,

@@ -11,27 +11,9 @@ from components.config import ClusterSpec, NodeSpec
 from components.rendering import render_cloud_init
 
 GIB = 1024 ** 3
-# Provisioning a VM under emulation can take many minutes; libvirt's default is 5.
-DOMAIN_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m", delete="10m")
-# The cloud-init seed as a virtio disk instead of a CD-ROM: minimal cloud kernels (Debian's
-# "cloud" flavour) have no IDE/AHCI driver, and NoCloud finds a "cidata" disk on any bus.
-SEED_AS_VIRTIO_XSLT = """<?xml version="1.0"?>
-<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
-  <xsl:output omit-xml-declaration="yes" indent="yes"/>
-  <xsl:template match="node()|@*">
-    <xsl:copy><xsl:apply-templates select="node()|@*"/></xsl:copy>
-  </xsl:template>
-  <xsl:template match="/domain/devices/disk[@device='cdrom']/@device">
-    <xsl:attribute name="device">disk</xsl:attribute>
-  </xsl:template>
-  <xsl:template match="/domain/devices/disk[@device='cdrom']/target/@bus">
-    <xsl:attribute name="bus">virtio</xsl:attribute>
-  </xsl:template>
-  <xsl:template match="/domain/devices/disk[@device='cdrom']/target/@dev">
-    <xsl:attribute name="dev">vdz</xsl:attribute>
-  </xsl:template>
-</xsl:stylesheet>
-"""
+# Provisioning a VM under emulation can take many minutes; libvirt's default is 5. The
+# Domain resource has no update timeout (setting one only earns a warning on every run).
+DOMAIN_TIMEOUTS = pulumi.CustomTimeouts(create="30m", delete="10m")
 
 
 @dataclass
@@ -79,12 +61,15 @@ class LibvirtNode(pulumi.ComponentResource):
             vcpu=spec.vcpus, memory=spec.memory_mib,
             cpu=libvirt.DomainCpuArgs(mode=spec.cpu_mode) if spec.cpu_mode else None,
             disks=[libvirt.DomainDiskArgs(volume_id=disk.id)],
+            # The provider attaches the seed as an IDE CD-ROM (machine type "pc") and leaves
+            # it out of `disks` when it reads the domain back only in that shape: any other
+            # attachment shows up as a second disk and forces a replacement of the VM on
+            # the next `pulumi up`. Debian's and Rocky's cloud kernels read it (ata_piix).
             cloudinit=seed.id,
             network_interfaces=[interface],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0",
                                                 target_type="serial")],
             autostart=True,
-            xml=libvirt.DomainXmlArgs(xslt=SEED_AS_VIRTIO_XSLT),
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=DOMAIN_TIMEOUTS))
         self.ip = self.domain.network_interfaces.apply(_first_address)
         self.register_outputs({"ip": self.ip, "domain": self.domain.id})

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import datetime as _dt
 import fcntl
 import hashlib
@@ -53,6 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tests import netns, workload
+from tests.workload import CLIENT_TCP, WRITES_TABLE
+
 REPO = Path(__file__).resolve().parents[2]
 PG_RELEASE = "14.23.0"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -61,16 +63,11 @@ CLIENT_IP = "10.199.0.2"
 PREFIX_LEN = 24
 RESTAPI_PORT = 8008
 STATE_DIR = Path("/run/pgha-realcluster")
-WRITES_TABLE = "pgha_writes"
 # Stack settings a user could set; "fast" must (and does) pass build_spec validation.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "fast": {"ttl": 20, "loopWait": 5, "retryTimeout": 5},
 }
-# libpq client settings for the writer: notice a dead server within seconds instead of
-# TCP's minutes (these are client-side connection parameters, not product settings).
-CLIENT_TCP = ("keepalives=1&keepalives_idle=2&keepalives_interval=1&keepalives_count=2"
-              "&tcp_user_timeout=4000")
 
 
 def log(msg: str) -> None:
@@ -413,24 +410,8 @@ def sweep_stale_state() -> None:
 # Network namespaces
 # --------------------------------------------------------------------------------------
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter_netns(ns: str) -> None:
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 def netns_executor(ns: str, workers: int = 8) -> ThreadPoolExecutor:
-    """Threads that live in network namespace `ns` (setns is per thread)."""
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ns-{ns}",
-                                  initializer=_enter_netns, initargs=(ns,))
+    executor = netns.executor(ns, workers)
     REGISTRY.executors.append(executor)
     return executor
 
@@ -859,7 +840,7 @@ class Cluster:
 
     def start_writer(self, name: str = "writer", first_id: int = 1) -> "ClientProcess":
         out = self.workdir / f"{name}.jsonl"
-        argv = [self.runtime.python, str(Path(__file__).resolve()), "writer", "--dsn",
+        argv = [self.runtime.python, str(workload.SCRIPT), "writer", "--dsn",
                 self.writer_dsn(), "--out", str(out), "--first-id", str(first_id)]
         popen = self._spawn(self.net.ns("client"), argv, self.workdir / f"{name}.log",
                             name, as_postgres=False,
@@ -873,7 +854,7 @@ class Cluster:
             out = self.workdir / f"probe{tag}-{name}.jsonl"
             dsn = ("host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=2 "
                    "options='-c statement_timeout=2000'")
-            argv = [self.runtime.python, str(Path(__file__).resolve()), "probe", "--dsn", dsn,
+            argv = [self.runtime.python, str(workload.SCRIPT), "probe", "--dsn", dsn,
                     "--out", str(out)]
             popen = self._spawn(node.ns, argv, self.workdir / f"probe{tag}-{name}.log",
                                 f"probe {name}", as_postgres=False,
@@ -1392,62 +1373,4 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
 }
 
 
-# --------------------------------------------------------------------------------------
-# Script mode: writer and probe clients (run with the Patroni venv's Python)
-# --------------------------------------------------------------------------------------
 
-def _client_main(argv: list[str]) -> int:
-    import argparse
-    import psycopg  # noqa: PLC0415 (only in Patroni's venv)
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("writer", "probe"))
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--first-id", type=int, default=1)
-    parser.add_argument("--interval", type=float, default=None)
-    args = parser.parse_args(argv)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    out = open(args.out, "a", buffering=1)
-
-    def emit(record: dict) -> None:
-        out.write(json.dumps(record) + "\n")
-
-    conn = None
-    next_id = args.first_id
-    interval = args.interval if args.interval is not None else (
-        0.05 if args.mode == "writer" else 0.2)
-    while not stopping.is_set():
-        t0 = time.time()
-        try:
-            if conn is None:
-                conn = psycopg.connect(args.dsn, autocommit=True)
-            if args.mode == "writer":
-                conn.execute(f"INSERT INTO {WRITES_TABLE} (id) VALUES (%s)", (next_id,))
-                emit({"id": next_id, "t0": t0, "t": time.time(), "ok": True,
-                      "host": conn.info.host})
-            else:
-                in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-                emit({"t": t0, "t1": time.time(),
-                      "state": "replica" if in_recovery else "primary"})
-        except Exception as e:  # noqa: BLE001 - every failure is a data point
-            if args.mode == "writer":
-                emit({"id": next_id, "t0": t0, "t": time.time(), "ok": False,
-                      "err": str(e).strip().splitlines()[0][:200] if str(e) else repr(e)})
-            else:
-                emit({"t": t0, "t1": time.time(), "state": "down"})
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            conn = None
-            stopping.wait(0.2)
-        finally:
-            if args.mode == "writer":
-                next_id += 1
-        stopping.wait(interval)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_client_main(sys.argv[1:]))

@@ -1,16 +1,11 @@
 """The Pulumi program under mocks: the resource graph, its wiring and its secrets."""
 import json
-import runpy
 
 import pulumi
 import pytest
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc
 
-from tests.conftest import REPO
-
-SECRET_SIG = rpc._special_sig_key
-SECRET_VALUE = rpc._special_secret_sig
+from tests.pulumi_mocks import COMMAND, Program
+from tests.pulumi_mocks import run_program as run_mocked
 
 
 def mock_ip(name: str) -> str:
@@ -39,76 +34,8 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-def unwrap(value):
-    """Inputs with secrets replaced by their plain values (secretness is recorded apart)."""
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG) == SECRET_VALUE:
-            return unwrap(value.get("value"))
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
-class Registration:
-    def __init__(self, request, inputs):
-        self.type, self.name, self.parent = request.type, request.name, request.parent
-        self.urn = None
-        self.dependencies = set(request.dependencies)
-        self.property_dependencies = {k: set(v.urns) for k, v in
-                                      request.propertyDependencies.items()}
-        self.secret_keys = {k for k, v in request.object.fields.items()
-                            if v.HasField("struct_value") and
-                            v.struct_value.fields.get(SECRET_SIG) is not None and
-                            v.struct_value.fields[SECRET_SIG].string_value == SECRET_VALUE}
-        self.inputs = inputs
-
-
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks):
-        super().__init__(mocks)
-        self.registrations: list[Registration] = []
-
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        reg = Registration(request, unwrap(rpc.deserialize_properties(request.object)))
-        reg.urn = response.urn
-        self.registrations.append(reg)
-        return response
-
-
-class Program:
-    def __init__(self, monitor: RecordingMonitor, namespace: dict):
-        self.monitor, self.namespace = monitor, namespace
-
-    def of_type(self, typ):
-        return [r for r in self.monitor.registrations if r.type == typ]
-
-    def named(self, name):
-        (reg,) = [r for r in self.monitor.registrations if r.name == name]
-        return reg
-
-    def by_urn(self, urn):
-        (reg,) = [r for r in self.monitor.registrations if r.urn == urn]
-        return reg
-
-
 def run_program(settings: dict) -> Program:
-    monitor = RecordingMonitor(Mocks())
-    pulumi.runtime.set_mocks(Mocks(), project="pgha", stack="test", preview=False,
-                             monitor=monitor)
-    pulumi.runtime.set_all_config({f"pgha:{k}": v if isinstance(v, str) else json.dumps(v)
-                                   for k, v in settings.items()})
-    namespace = {}
-
-    @pulumi.runtime.test
-    def body():
-        namespace.update(runpy.run_path(str(REPO / "__main__.py")))
-        cluster = namespace["cluster"]
-        return pulumi.Output.all(cluster.node_ips, cluster.leader, cluster.passwords)
-
-    body()
-    return Program(monitor, namespace)
+    return run_mocked(settings, Mocks())
 
 
 @pytest.fixture(params=[3, 5], ids=["3-nodes", "5-nodes"])
@@ -116,7 +43,6 @@ def program(request):
     return run_program({"nodeCount": request.param}), request.param
 
 
-COMMAND = "command:remote:Command"
 STEPS = ("prepare", "install-postgres", "watchdog", "install-patroni", "configure", "start")
 
 
@@ -256,3 +182,31 @@ def test_existing_network_and_qemu_domains():
         assert domain.inputs["type"] == "qemu" and "cpu" not in domain.inputs
         nic = domain.inputs["networkInterfaces"][0]
         assert nic["networkName"] == "lab" and "addresses" not in nic
+
+
+def test_seed_is_the_providers_own_cdrom_and_nothing_rewrites_the_domain_xml(program):
+    """A Domain read back with an extra disk would be replaced on the next `pulumi up`."""
+    prog, count = program
+    for domain in prog.of_type("libvirt:index/domain:Domain"):
+        assert "xml" not in domain.inputs
+        assert domain.inputs["cloudinit"].endswith("-seed_id")
+        assert len(domain.inputs["disks"]) == 1 and "volumeId" in domain.inputs["disks"][0]
+
+
+def test_commands_send_no_previous_output_and_domains_no_update_timeout(program):
+    prog, _ = program
+    for cmd in prog.of_type(COMMAND):
+        assert cmd.inputs["addPreviousOutputInEnv"] is False, cmd.name
+    for domain in prog.of_type("libvirt:index/domain:Domain"):
+        timeouts = domain.custom_timeouts
+        assert (timeouts.create, timeouts.update, timeouts.delete) == ("30m", "", "10m")
+
+
+def test_every_run_reports_health_through_an_invoke_after_the_gate(monkeypatch):
+    warned = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: warned.append(msg))
+    prog = run_program({})
+    (probe,) = prog.invokes_of("command:local:run")
+    assert '"srv1": "203.0.113.11"' in probe["stdin"] and probe["command"].endswith(" -")
+    # The mocked probe printed no report: the run says so instead of staying silent.
+    assert any("pgha health: cluster health unknown" in w for w in warned)

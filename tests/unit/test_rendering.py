@@ -154,7 +154,7 @@ def test_local_override_changes_only_paths_and_watchdog():
     spec, addresses, config, _ = rendered("rocky8-default")
     paths = rendering.NodePaths(config_dir="/x", config="/x/p.yml", venv="/v", raft_dir="/r",
                                 data_dir="/d", bin_dir="/b", pgpass="/p", socket_dir="/s",
-                                watchdog_script="/w")
+                                watchdog_script="/w", journal_check="/j")
     local = rendering.with_local_paths(config, paths, "off")
     assert local["raft"]["data_dir"] == "/r" and local["postgresql"]["bin_dir"] == "/b"
     assert local["watchdog"]["mode"] == "off"
@@ -168,11 +168,17 @@ def test_local_override_changes_only_paths_and_watchdog():
 
 def test_unit_runs_patroni_as_postgres_with_restart_and_reload():
     unit = rendering.render_unit(build_spec({}))
-    assert "User=postgres" in unit and "Restart=on-failure" in unit
+    assert "User=postgres" in unit
+    # A node that cannot reach its peers yet is restarted for as long as it takes.
+    assert "Restart=always" in unit and "StartLimitIntervalSec=0" in unit
+    assert "StartLimitBurst" not in unit
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "KillMode=process" in unit
     assert "ExecStart=/opt/patroni/bin/patroni /etc/patroni/patroni.yml" in unit
-    assert "ExecStartPre=+/usr/local/sbin/pgha-ensure-softdog" in unit
-    assert "ExecStartPre" not in rendering.render_unit(build_spec({"watchdogMode": "off"}))
+    check = "ExecStartPre=/usr/local/sbin/pgha-raft-journal-check /var/lib/pgha/raft"
+    assert "ExecStartPre=+/usr/local/sbin/pgha-ensure-softdog" in unit and check in unit
+    # The softdog goes with the watchdog; the journal check never does.
+    without_watchdog = rendering.render_unit(build_spec({"watchdogMode": "off"}))
+    assert "softdog" not in without_watchdog and check in without_watchdog
 
 
 def test_cloud_init_is_cloud_config_with_key_and_pinned_host_key():
@@ -250,7 +256,8 @@ def test_install_patroni_pins_exact_versions_in_a_virtualenv():
 def test_postgres_install_disables_the_distribution_service():
     rocky = SCRIPTS["rocky8-default/install-postgres"]
     assert "dnf -y -q module disable postgresql" in rocky
-    assert "postgresql14-server" in rocky and "systemctl disable --now postgresql-14" in rocky
+    assert "postgresql14-server" in rocky and "service=postgresql-14.service" in rocky
+    assert 'systemctl disable --now "$service"' in rocky
     debian = SCRIPTS["debian12-distro/install-postgres"]
     assert "apt-get -y -q install postgresql-15" in debian and "pgdg" not in debian.split(
         "createcluster.conf")[1].split("dpkg-query")[0]
@@ -275,3 +282,10 @@ def test_health_gate_is_valid_python_and_waits_for_a_sync_standby_in_sync_mode(s
     compile(gate, "health-gate.py", "exec")
     assert f"NEEDS_SYNC_STANDBY = {sync}" in gate
     assert all(ip in gate for ip in addresses.values())
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_step_reports_what_it_changed(name):
+    """A re-run of an unchanged step must be able to say "pgha: no changes"."""
+    script = SCRIPTS[name]
+    assert "report_changes\n" in script.split("main() {", 1)[1]

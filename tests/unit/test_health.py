@@ -1,0 +1,87 @@
+"""The health report that every `pulumi up` and `pulumi preview` prints."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from components import health, rendering
+from components.config import build_spec
+
+SPEC = build_spec({})
+ADDRESSES = {"srv1": "192.0.2.11", "srv2": "192.0.2.12", "srv3": "192.0.2.13"}
+
+
+def member(name, role, state, **extra):
+    return {"name": name, "role": role, "state": state, **extra}
+
+
+HEALTHY = {"members": [member("srv1", "leader", "running"),
+                       member("srv2", "sync_standby", "streaming", lag=0),
+                       member("srv3", "replica", "streaming", lag=0)]}
+
+
+def probe_output(views):
+    return json.dumps({name: views.get(name, {"cluster": HEALTHY}) for name in ADDRESSES})
+
+
+def test_a_healthy_cluster_gives_no_warning_and_a_summary():
+    warnings, summary = health.health_findings(SPEC, ADDRESSES, probe_output({}))
+    assert warnings == []
+    assert summary == "cluster healthy: leader srv1, sync standby srv2, streaming srv3"
+
+
+def test_a_node_whose_patroni_is_down_is_named_with_what_to_do():
+    view = {"members": [m for m in HEALTHY["members"] if m["name"] != "srv3"]}
+    out = probe_output({"srv3": {"error": "URLError: connection refused"},
+                        "srv1": {"cluster": view}, "srv2": {"cluster": view}})
+    warnings, summary = health.health_findings(SPEC, ADDRESSES, out)
+    assert summary == "cluster degraded: 1 problem(s)"
+    (warning,) = warnings
+    assert warning.startswith("srv3 (192.0.2.13): Patroni's REST API does not answer")
+    assert "journalctl -u patroni" in warning and "virsh start pgha-pg-raft-srv3" in warning
+
+
+@pytest.mark.parametrize("members, expected", [
+    ([member("srv1", "replica", "streaming"), member("srv2", "replica", "streaming"),
+      member("srv3", "replica", "streaming")], "no running leader(s)"),
+    ([member("srv1", "leader", "running"), member("srv2", "sync_standby", "streaming"),
+      member("srv3", "replica", "starting")], "srv3 is a replica in state 'starting'"),
+    ([member("srv1", "leader", "running"), member("srv2", "replica", "streaming"),
+      member("srv3", "replica", "streaming")], "synchronous mode is on but no replica"),
+    ([member("srv1", "leader", "running", pending_restart=True),
+      member("srv2", "sync_standby", "streaming"), member("srv3", "replica", "streaming")],
+     "srv1 needs a restart"),
+    ([member("srv1", "leader", "running"), member("srv2", "sync_standby", "streaming"),
+      member("srv3", "replica", "streaming", lag=50 * 1024 * 1024)], "srv3 lags 52428800"),
+    ([member("srv1", "leader", "running"), member("srv2", "sync_standby", "streaming"),
+      member("srv3", "replica", "streaming"), member("srv4", "replica", "streaming")],
+     "member srv4 is in the cluster but not in this stack"),
+    ([member("srv1", "leader", "running"), member("srv2", "sync_standby", "streaming")],
+     "srv3 is not a member of the Patroni cluster"),
+])
+def test_each_problem_is_one_warning(members, expected):
+    out = probe_output({n: {"cluster": {"members": members}} for n in ADDRESSES})
+    warnings, _ = health.health_findings(SPEC, ADDRESSES, out)
+    assert len(warnings) == 1 and warnings[0].startswith(expected), warnings
+
+
+def test_paused_cluster_and_unreadable_probe_are_reported():
+    out = probe_output({n: {"cluster": {**HEALTHY, "pause": True}} for n in ADDRESSES})
+    assert "maintenance mode" in health.health_findings(SPEC, ADDRESSES, out)[0][0]
+    warnings, summary = health.health_findings(SPEC, ADDRESSES, "Traceback ...")
+    assert summary == "cluster health unknown" and "printed no report" in warnings[0]
+    down = probe_output({n: {"error": "timed out"} for n in ADDRESSES})
+    warnings, summary = health.health_findings(SPEC, ADDRESSES, down)
+    assert summary == "cluster state unknown" and len(warnings) == 4
+
+
+def test_the_probe_reports_unreachable_nodes_without_failing():
+    # Nothing listens on these loopback ports: the probe still prints a full report.
+    addresses = {"srv1": "127.0.0.1", "srv2": "127.0.0.1", "srv3": "127.0.0.1"}
+    probe = rendering.render_health_probe(build_spec({}), addresses)
+    p = subprocess.run([sys.executable, "-"], input=probe.replace("8008", "9"),
+                       text=True, capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert set(report) == set(addresses) and all("error" in v for v in report.values())
