@@ -3,10 +3,63 @@
 #   tools/up.sh [STACK] [extra `pulumi up` flags]
 # State goes to ~/.pgha/state; the passphrase that encrypts its secrets is generated once
 # into ~/.pgha/passphrase (mode 0600). Keep both: without them the stack is unmanageable.
+# Before anything is created it checks what `pulumi up` needs on this machine and prints
+# one line per missing piece, with the command that fixes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stack=${1:-dev}
 shift || true
+
+# Exact plugin versions this program is written against (requirements.txt pins the SDKs).
+PLUGINS=(command:1.2.1 libvirt:0.5.4 random:4.21.4 tls:5.6.2)
+
+problems=()
+problem() { problems+=("$1"); }
+
+stack_setting() {  # KEY DEFAULT: the stack file's value, else the default
+  local value
+  value=$(sed -n "s/^  pgha:$1: *//p" "Pulumi.$stack.yaml" 2>/dev/null | tr -d '"' | head -n 1)
+  echo "${value:-$2}"
+}
+
+preflight() {
+  if ! command -v pulumi >/dev/null 2>&1; then
+    problem "pulumi is not on PATH: install the Pulumi CLI (https://www.pulumi.com/docs/install/)"
+  else
+    local installed plugin name version
+    installed=$(pulumi plugin ls 2>/dev/null || true)
+    for plugin in "${PLUGINS[@]}"; do
+      name=${plugin%%:*} version=${plugin##*:}
+      if ! grep -Eq "^${name}[[:space:]]+resource[[:space:]]+${version}([[:space:]]|$)" <<<"$installed"; then
+        problem "Pulumi plugin ${name} ${version} is not installed: pulumi plugin install resource ${name} v${version}"
+      fi
+    done
+  fi
+  if ! command -v mkisofs >/dev/null 2>&1 && ! command -v genisoimage >/dev/null 2>&1; then
+    problem "mkisofs/genisoimage is missing (the libvirt provider builds cloud-init seeds with it): apt-get install genisoimage / dnf install genisoimage"
+  fi
+  if [ ! -f "Pulumi.$stack.yaml" ]; then
+    problem "no stack file Pulumi.$stack.yaml: copy Pulumi.dev.yaml and edit it"
+    return
+  fi
+  local uri pool
+  uri=$(stack_setting libvirtUri qemu:///system)
+  pool=$(stack_setting storagePool default)
+  if ! command -v virsh >/dev/null 2>&1; then
+    problem "virsh is missing (used here to check libvirt access): apt-get install libvirt-clients / dnf install libvirt-client"
+  elif ! virsh -c "$uri" version >/dev/null 2>&1; then
+    problem "cannot reach libvirt at $uri: is libvirtd running, and are you root or in the libvirt group (sudo usermod -aG libvirt \$USER, then log in again)?"
+  elif ! virsh -c "$uri" pool-info "$pool" >/dev/null 2>&1; then
+    problem "libvirt storage pool '$pool' does not exist at $uri: virsh -c $uri pool-define-as $pool dir --target /var/lib/libvirt/images && virsh -c $uri pool-build $pool && virsh -c $uri pool-start $pool && virsh -c $uri pool-autostart $pool"
+  fi
+}
+
+preflight
+if [ "${#problems[@]}" -gt 0 ]; then
+  echo "tools/up.sh: not ready to bring up stack '$stack':" >&2
+  printf '  - %s\n' "${problems[@]}" >&2
+  exit 1
+fi
 
 state_home=${PGHA_HOME:-$HOME/.pgha}
 install -d -m 0700 "$state_home" "$state_home/state"

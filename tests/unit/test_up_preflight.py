@@ -1,0 +1,43 @@
+"""tools/up.sh checks the machine before anything is created, one actionable line each."""
+import shutil
+import subprocess
+import textwrap
+
+from tests.conftest import REPO
+
+
+def run_up(tmp_path, stubs: dict[str, str]):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in stubs.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+        path.chmod(0o755)
+    # Only basic tools besides the stubs: the machine's own pulumi, virsh etc. stay hidden.
+    for tool in ("sed", "grep", "head", "tr", "dirname", "sh", "cat"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    return subprocess.run([shutil.which("bash"), str(REPO / "tools/up.sh"), "dev"], env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
+def test_everything_missing_is_listed_with_its_fix_and_nothing_is_created(tmp_path):
+    p = run_up(tmp_path, {"pulumi": "exit 0\n"})  # a CLI without any plugin
+    assert p.returncode == 1
+    for plugin in ("command v1.2.1", "libvirt v0.5.4", "random v4.21.4", "tls v5.6.2"):
+        assert f"pulumi plugin install resource {plugin}" in p.stderr
+    assert "virsh is missing" in p.stderr
+    assert "mkisofs/genisoimage is missing" in p.stderr
+    assert not (tmp_path / ".pgha").exists()
+
+
+def test_a_missing_storage_pool_is_named_with_the_commands_that_create_it(tmp_path):
+    plugins = "".join(f"{n}  resource  {v}  1 MB\n" for n, v in (
+        ("command", "1.2.1"), ("libvirt", "0.5.4"), ("random", "4.21.4"), ("tls", "5.6.2")))
+    p = run_up(tmp_path, {
+        "pulumi": f'[ "$1 $2" = "plugin ls" ] && printf "{plugins}"; exit 0\n',
+        "genisoimage": "exit 0\n",
+        "virsh": 'case "$3" in version) exit 0;; *) exit 1;; esac\n'})
+    assert p.returncode == 1
+    (line,) = [x for x in p.stderr.splitlines() if x.startswith("  - ")]
+    assert "storage pool 'default' does not exist" in line and "pool-define-as default" in line
