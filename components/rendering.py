@@ -121,6 +121,10 @@ def render_unit(spec: ClusterSpec) -> str:
     return _render("patroni.service.j2", spec=spec, paths=node_paths(spec))
 
 
+def render_raft_flush_unit(spec: ClusterSpec) -> str:
+    return _render("raft-flush.service.j2", spec=spec, paths=node_paths(spec))
+
+
 def render_cloud_init(spec: ClusterSpec, node: NodeSpec, ssh_public_key: str,
                       host_private_key: str, host_public_key: str) -> str:
     return _render("cloud-init.yaml.j2", spec=spec, node=node,
@@ -178,7 +182,7 @@ def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mappin
     paths = node_paths(spec)
     return _render("configure-patroni.sh.j2", spec=spec, node=node, paths=paths,
                    patroni_yml=render_patroni_yml(spec, node, addresses, secrets),
-                   unit=render_unit(spec),
+                   unit=render_unit(spec), flush_unit=render_raft_flush_unit(spec),
                    apply_dcs_py=_render("apply-dcs.py.j2", paths=paths).rstrip("\n"))
 
 

@@ -114,6 +114,8 @@ class _Stub(object):
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        # Protocol-2 pickles written by Python 3 name Python 2's modules.
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
         return _SAFE_GLOBALS.get((module, name), _Stub)
 
 
@@ -175,7 +177,9 @@ def check_command(command):
     """None when the command is well formed, else the reason."""
     kind = command[0] if command else None
     if kind == CMD_NO_OP:
-        return None if len(command) == 1 else "no-op command with %d extra bytes" % (len(command) - 1)
+        if len(command) == 1:
+            return None
+        return "no-op command with %d extra bytes" % (len(command) - 1)
     if kind in (CMD_REGULAR, CMD_MEMBERSHIP, CMD_VERSION):
         try:
             safe_loads(command[1:])
@@ -194,11 +198,12 @@ def scan_journal(data):
         scan.header_error = "empty file (pysyncobj cannot mmap it: 'cannot mmap an empty file')"
         return scan
     if len(data) < FIRST_RECORD_OFFSET:
-        scan.header_error = "%d bytes, shorter than the %d-byte header" % (len(data), FIRST_RECORD_OFFSET)
+        scan.header_error = "%d bytes, shorter than the %d-byte header" % (
+            len(data), FIRST_RECORD_OFFSET)
         return scan
     name = data[:NAME_SIZE]
     if name != APP_NAME + b"\0" * (NAME_SIZE - len(APP_NAME)):
-        scan.header_error = "bad header: magic is %r, not %r" % (bytes(name.rstrip(b"\0"))[:24], APP_NAME)
+        scan.header_error = "bad header: magic is %r, not %r" % (name.rstrip(b"\0"), APP_NAME)
         return scan
     fmt, end = struct.unpack("<II", data[NAME_SIZE + VERSION_SIZE:FIRST_RECORD_OFFSET])
     if fmt != JOURNAL_FORMAT_VERSION:
@@ -214,17 +219,19 @@ def scan_journal(data):
     while pos < end:
         problem = None
         if pos + 4 > len(data):
-            problem = "file ends (%d bytes) where the record at offset %d starts" % (len(data), pos)
+            problem = "file ends (%d bytes) where the record at offset %d starts" % (
+                len(data), pos)
         else:
             size = struct.unpack("<I", data[pos:pos + 4])[0]
             rec_end = pos + 4 + size + 4
             if size < 17:
                 problem = "record at offset %d has impossible size %d" % (pos, size)
             elif rec_end > end:
-                problem = "record at offset %d (%d bytes) runs past the header's end offset %d" % (pos, size, end)
+                problem = "record at offset %d (%d bytes) runs past the header's end offset %d" % (
+                    pos, size, end)
             elif rec_end > len(data):
-                problem = "record at offset %d (%d bytes) is cut off by the end of the file (%d bytes)" % (
-                    pos, size, len(data))
+                problem = ("record at offset %d (%d bytes) is cut off by the end of the file "
+                           "(%d bytes)" % (pos, size, len(data)))
             elif struct.unpack("<I", data[rec_end - 4:rec_end])[0] != size:
                 problem = "record at offset %d is torn (trailing size %d, leading size %d)" % (
                     pos, struct.unpack("<I", data[rec_end - 4:rec_end])[0], size)
@@ -236,7 +243,8 @@ def scan_journal(data):
                 elif prev is not None and idx != prev.idx + 1:
                     problem = "record at offset %d has index %d after %d" % (pos, idx, prev.idx)
                 elif prev is not None and term < prev.term:
-                    problem = "record at offset %d (idx %d) has term %d after term %d" % (pos, idx, term, prev.term)
+                    problem = "record at offset %d (idx %d) has term %d after term %d" % (
+                        pos, idx, term, prev.term)
                 else:
                     why = check_command(command)
                     if why:
@@ -328,29 +336,27 @@ def read_file(path):
         return f.read()
 
 
-def write_atomic(path, data, like=None):
-    """Write data to path through a fsync'ed temporary file and a rename; keep the
-    mode and owner of `like` (the file being replaced) when there is one."""
-    st = None
-    if like is not None:
-        try:
-            st = os.stat(like)
-        except FileNotFoundError:
-            st = None
+def adopt(path, owner):
+    """Run as root (by hand), give what we create to the directory's owner, so that
+    Patroni (user postgres) can still write it."""
+    if os.geteuid() == 0 and owner is not None:
+        os.lchown(path, owner[0], owner[1])
+
+
+def write_atomic(path, data, mode=0o600, owner=None):
+    """Write data to path through a fsync'ed temporary file and a rename."""
     tmp = path + ".pgha-check.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, (st.st_mode & 0o777) if st else 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        if st is not None:
-            os.fchmod(fd, st.st_mode & 0o777)
-            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, mode)
         os.fsync(fd)
     finally:
         os.close(fd)
+    adopt(tmp, owner)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
 
@@ -365,6 +371,8 @@ class Checker(object):
         self.damaged_dir = None
         self.changed = False
         self.messages = []
+        st = os.stat(directory)
+        self.owner = (st.st_uid, st.st_gid)
 
     def say(self, path, msg):
         line = "%s: %s" % (path, msg)
@@ -385,6 +393,7 @@ class Checker(object):
                     break
                 except FileExistsError:
                     n += 1
+            adopt(path, self.owner)
             self.damaged_dir = path
         return self.damaged_dir
 
@@ -399,19 +408,33 @@ class Checker(object):
         shutil.copy2(path, dest)
         with open(dest, "rb") as f:
             os.fsync(f.fileno())
+        adopt(dest, self.owner)
         return dest
+
+    def rewrite(self, path, data, like):
+        """Replace path with data, keeping the mode of `like` (the file it replaces)."""
+        try:
+            mode = os.stat(like).st_mode & 0o777
+        except (TypeError, FileNotFoundError):
+            mode = 0o600
+        write_atomic(path, data, mode, self.owner)
+        self.changed = True
 
     def prune_damaged(self):
         def order(name):
             stamp, _, n = name[len(DAMAGED_PREFIX):].partition("-")
             return (stamp, int(n) if n.isdigit() else 1)
-        folders = sorted((n for n in os.listdir(self.dir)
-                          if n.startswith(DAMAGED_PREFIX) and os.path.isdir(os.path.join(self.dir, n))),
-                         key=order)
+        folders = sorted((n for n in os.listdir(self.dir) if n.startswith(DAMAGED_PREFIX)
+                          and os.path.isdir(os.path.join(self.dir, n))), key=order)
         for name in folders[:max(0, len(folders) - self.keep_damaged)]:
-            shutil.rmtree(os.path.join(self.dir, name))
-            log("%s: removed old set-aside folder (keeping the newest %d)" % (
-                os.path.join(self.dir, name), self.keep_damaged))
+            path = os.path.join(self.dir, name)
+            try:
+                shutil.rmtree(path)
+            except OSError as e:  # not worth failing the start for
+                log("%s: cannot remove old set-aside folder: %s" % (path, e))
+            else:
+                log("%s: removed old set-aside folder (keeping the newest %d)" % (
+                    path, self.keep_damaged))
 
     # -- one set of files
     def check_set(self, base):
@@ -427,7 +450,8 @@ class Checker(object):
                 dump = parse_dump(read_file(dpath))
             except ValueError as e:
                 dest = self.set_aside(dpath)
-                self.say(dpath, "set aside to %s: unreadable snapshot, pysyncobj cannot load it: %s" % (dest, e))
+                self.say(dpath, "set aside to %s: unreadable snapshot, pysyncobj cannot load "
+                                "it: %s" % (dest, e))
             else:
                 self.say(dpath, "ok, snapshot up to idx %d (term %d)" % (dump[0][1], dump[0][2]))
 
@@ -440,28 +464,31 @@ class Checker(object):
             terms_seen += [r.term for r in scan.records]
             if scan.header_error:
                 dest = self.set_aside(jpath)
-                self.say(jpath, "set aside to %s: %s; the node starts with an empty log" % (dest, scan.header_error))
+                self.say(jpath, "set aside to %s: %s; the node starts with an empty log" % (
+                    dest, scan.header_error))
             elif scan.records and scan.records[0].idx > 1 and dump is None:
                 dest = self.set_aside(jpath)
-                self.say(jpath, "set aside to %s: %s start after a snapshot, but there is no readable "
-                                "snapshot %s; the node starts with an empty log" % (dest, scan.describe(), dpath))
+                self.say(jpath, "set aside to %s: %s start after a snapshot, but there is no "
+                                "readable snapshot %s; the node starts with an empty log"
+                         % (dest, scan.describe(), dpath))
             elif scan.intact:
                 kept = scan.records
                 self.say(jpath, "ok, %s" % scan.describe())
             else:
                 copy = self.copy_aside(jpath)
-                write_atomic(jpath, repaired_journal_bytes(data, scan), like=jpath)
-                self.changed = True
+                self.rewrite(jpath, repaired_journal_bytes(data, scan), like=jpath)
                 kept = scan.records
-                self.say(jpath, "repaired: kept %s, dropped %d damaged bytes at offsets %d..%d (%s); "
-                                "original copied to %s" % (scan.describe(), max(scan.end_offset, scan.size)
-                                                           - scan.good_end, scan.good_end,
-                                                           max(scan.end_offset, scan.size), scan.problem, copy))
+                short = " (the file ends at %d)" % scan.size if scan.size < scan.end_offset else ""
+                self.say(jpath, "repaired: kept %s; dropped the %d bytes at offsets %d..%d that "
+                                "the header counted%s: %s; original copied to %s"
+                         % (scan.describe(), scan.end_offset - scan.good_end, scan.good_end,
+                            scan.end_offset, short, scan.problem, copy))
 
         # meta
         # What pysyncobj will hold after loading journal and dump (syncobj.py 166-168, 1489-1495).
         entries = [r.entry() for r in kept]
-        if dump is not None and (len(entries) < 2 or entries[0] != dump[1] or entries[1] != dump[0]):
+        if dump is not None and (len(entries) < 2
+                                 or (entries[0], entries[1]) != (dump[1], dump[0])):
             last_idx = dump[0][1]
         elif entries:
             last_idx = entries[-1][1]
@@ -486,35 +513,39 @@ class Checker(object):
         # waits for lastApplied == commitIndex (raft.py 99-106).
         low_idx = dump[0][1] if dump is not None else 1
         if new.get("raftCommitIndex", 1) > last_idx:
-            notes.append("commit index %d -> %d (the log ends there)" % (new["raftCommitIndex"], last_idx))
+            notes.append("commit index %d -> %d (the log ends there)" % (
+                new["raftCommitIndex"], last_idx))
             new["raftCommitIndex"] = last_idx
         elif new.get("raftCommitIndex", 1) < low_idx:
-            notes.append("commit index %d -> %d (the snapshot holds applied entries up to there)" % (
-                new.get("raftCommitIndex", 1), low_idx))
+            notes.append("commit index %d -> %d (the snapshot holds applied entries up to "
+                         "there)" % (new.get("raftCommitIndex", 1), low_idx))
             new["raftCommitIndex"] = low_idx
         if meta is None or new.get("currentTerm", 0) < max_term:
             term = max(new.get("currentTerm", 0), max_term)
             if meta is not None:
-                notes.append("term %d -> %d (the log holds term %d: the meta is older than the log)" % (
-                    new.get("currentTerm", 0), term, max_term))
+                notes.append("term %d -> %d (the log holds term %d: the meta is older than the "
+                             "log)" % (new.get("currentTerm", 0), term, max_term))
             new["currentTerm"] = term
             new["votedForNodeId"] = self_id
             notes.append("vote in term %d recorded as given so it cannot be given twice" % term)
 
         if meta is not None and new == meta:
             self.say(mpath, "ok, term %d, voted for %s, commit idx %d" % (
-                meta.get("currentTerm", 0), meta.get("votedForNodeId"), meta.get("raftCommitIndex", 1)))
+                meta.get("currentTerm", 0), meta.get("votedForNodeId"),
+                meta.get("raftCommitIndex", 1)))
             return
+        like = mpath
         if meta_bad is not None:
-            dest = self.set_aside(mpath)
-            what = "set aside to %s: unreadable (%s); wrote a new one: %s" % (dest, meta_bad, "; ".join(notes))
+            like = dest = self.set_aside(mpath)
+            what = "set aside to %s: unreadable (%s); wrote a new one: %s" % (
+                dest, meta_bad, "; ".join(notes))
         elif meta is None:
+            like = jpath if os.path.exists(jpath) else dpath
             what = "was missing; wrote one: %s" % "; ".join(notes)
         else:
             copy = self.copy_aside(mpath)
             what = "repaired: %s; original copied to %s" % ("; ".join(notes), copy)
-        write_atomic(mpath, dump_meta(new), like=mpath if meta is not None else jpath)
-        self.changed = True
+        self.rewrite(mpath, dump_meta(new), like=like)
         self.say(mpath, what)
 
     def run(self):
@@ -583,6 +614,10 @@ def main(argv=None):
         check_directory(argv[0])
     except CheckError as e:
         log("cannot check %s: %s" % (argv[0], e))
+        return 1
+    except Exception:  # a bug: say so loudly; systemd retries the start
+        import traceback
+        log("internal error while checking %s:\n%s" % (argv[0], traceback.format_exc()))
         return 1
     return 0
 

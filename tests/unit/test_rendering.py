@@ -289,3 +289,13 @@ def test_every_step_reports_what_it_changed(name):
     """A re-run of an unchanged step must be able to say "pgha: no changes"."""
     script = SCRIPTS[name]
     assert "report_changes\n" in script.split("main() {", 1)[1]
+
+
+def test_raft_files_are_flushed_every_second_by_a_unit_the_configure_step_enables():
+    spec = build_spec({})
+    unit = rendering.render_raft_flush_unit(spec)
+    assert "User=postgres" in unit and "Restart=always" in unit
+    assert "sync /var/lib/pgha/raft /var/lib/pgha/raft/*" in unit and "sleep 1" in unit
+    configure = SCRIPTS["rocky8-default/configure"]
+    assert "/etc/systemd/system/pgha-raft-flush.service" in configure
+    assert "systemctl enable pgha-raft-flush.service" in configure
