@@ -23,16 +23,18 @@ What, per set of files (one set per ``<base>.journal`` / ``.journal.meta`` / ``.
   index, term, command) and further (trailing size copy, contiguous indexes, terms that
   never go back, a command of a known type whose pickle is complete). A damaged tail is
   cut off after the last whole valid record and the header's end offset is rewritten;
-  every whole valid record before it is kept. A file with no usable header (empty,
-  zeroed, wrong magic) is set aside.
+  every whole valid record before it is kept. Records past the header's end offset are
+  ignored, as pysyncobj ignores them. A file with no usable header (empty, zeroed, wrong
+  magic) is set aside.
 * dump: must be a complete gzip stream holding a complete pickle of the 4-tuple pysyncobj
   writes. An unreadable dump is set aside, and so is a journal that starts after index 1
   (it continues from a snapshot that is not there).
-* meta: an unreadable meta is set aside. A commit index beyond the end of the kept log is
-  lowered to it. A term lower than the highest term found in the log or dump (the meta is
-  older than the log) is raised to it, and the vote in that term is recorded as given
-  (to this node itself) so that a forgotten vote cannot be given twice. A missing meta
-  next to a log with terms > 0 gets the same conservative values.
+* meta: an unreadable meta is set aside and written anew. A commit index beyond the end
+  of the kept log is lowered to it; one below the dump's index is raised to it (else the
+  node applies nothing until a leader talks to it). A term lower than the highest term
+  found in the log or dump (the meta is older than the log) is raised to it, and the vote
+  in that term is recorded as given (to this node itself) so that a forgotten vote cannot
+  be given twice. A missing meta next to a log with terms > 0 gets the same values.
 
 Originals are never deleted: files that are set aside are moved, files that are repaired
 are copied first, into ``<dir>/damaged-<UTC timestamp>/``; only the newest three such
