@@ -1,0 +1,159 @@
+"""The real thing, opt-in: `pulumi up` of this program through pulumi.automation, with the
+real engine and the real providers, on three Debian 12 VMs in a private libvirtd.
+
+Runs when the `pulumi` CLI, its Python language host and the four resource plugins
+(command 1.2.1, libvirt 0.5.4, random 4.21.4, tls 5.6.2) are installed; otherwise it
+skips and says which is missing. This is the one skip CI may allow, and only through the
+switch PGHA_ALLOW_MISSING_PULUMI_PLUGINS=1 (no package registry ships the plugins).
+
+The engine runs inside the lab's network namespace (a `pulumi` wrapper under
+`ip netns exec`), so the providers reach libvirt by its private socket and the VMs by SSH,
+and nothing the test starts talks to any other network. Takes 20-30 minutes under TCG.
+
+Checks: up; the cluster's outputs work (a row written through dsnReadWrite is read
+through dsnReadOnly); `preview` proposes no change; a PostgreSQL parameter change updates
+commands only (no VM replaced); the leader VM powered off fails over and comes back by
+itself; `refresh` works; `destroy` leaves no domain, volume or network of the stack.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import ALLOW_MISSING_ENGINE, MISSING_ENGINE, NO_SKIP, REPO
+
+PLUGINS = {"command": "1.2.1", "libvirt": "0.5.4", "random": "4.21.4", "tls": "5.6.2"}
+
+
+def missing_engine() -> list[str]:
+    missing = [tool for tool in ("pulumi", "pulumi-language-python") if not shutil.which(tool)]
+    if "pulumi" not in missing:
+        listed = subprocess.run(["pulumi", "plugin", "ls"], capture_output=True, text=True,
+                                timeout=60).stdout.split("\n")
+        for name, version in PLUGINS.items():
+            if not any(line.split()[:3] == [name, "resource", version] for line in listed):
+                missing.append(f"plugin {name} {version}")
+    return missing
+
+
+def require_engine() -> None:
+    missing = missing_engine()
+    if not missing:
+        return
+    reason = f"{MISSING_ENGINE}: missing " + ", ".join(missing)
+    if NO_SKIP and not ALLOW_MISSING_ENGINE:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def real_lab(tmp_path):
+    """A private libvirtd with the relay and wheelhouse on every address of its namespace
+    (the program creates the network, so its bridge appears only during `up`)."""
+    require_engine()
+    if os.geteuid() != 0:
+        pytest.fail("the real-engine test needs root")
+    from tests.vm import conftest as vm
+    from tests.vm.lab import Lab
+    image, wheelhouse = vm.build_image(), vm.build_wheelhouse()
+    run_id = secrets.token_hex(3)
+    lab = Lab(run_id, "10.233.0.0/24", tmp_path)
+    lab.start()
+    try:
+        lab.host.start_proxy(gateway_ip="0.0.0.0", port=3128)
+        lab.host.start_file_server(wheelhouse, bind_ip="0.0.0.0", port=8080)
+        yield lab, image
+    finally:
+        lab.host.stop()
+
+
+def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_path):
+    from pulumi import automation as auto
+
+    from tests.vm.cluster import VmCluster, Timings
+    from tests.vm.plan import Plan
+    from tests.vm.remote import Ssh
+    lab, image = real_lab
+    wrapper = tmp_path / "pulumi-in-lab" / "bin"
+    wrapper.mkdir(parents=True)
+    (wrapper / "pulumi").write_text(
+        f"#!/bin/sh\nexec ip netns exec {lab.netns} {shutil.which('pulumi')} \"$@\"\n")
+    (wrapper / "pulumi").chmod(0o755)
+    env = {"PULUMI_BACKEND_URL": f"file://{tmp_path}/state",
+           "PULUMI_CONFIG_PASSPHRASE": secrets.token_hex(16),
+           "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+           "PULUMI_SKIP_UPDATE_CHECK": "true"}
+    (tmp_path / "state").mkdir()
+    stack = auto.create_or_select_stack(
+        stack_name=f"e2e{lab.run_id}", work_dir=str(REPO),
+        pulumi_command=auto.PulumiCommand(root=str(wrapper.parent), skip_version_check=True),
+        opts=auto.LocalWorkspaceOptions(env_vars=env))
+    timings = Timings()
+    gateway = lab.gateway
+    settings = {"clusterName": f"e2e{lab.run_id}", "libvirtUri": lab.host.uri,
+                "osFamily": "debian12", "postgresSource": "distro", "postgresVersion": "15",
+                "domainType": "qemu", "vcpus": "1", "memoryMib": "1024", "diskGib": "8",
+                "networkMode": "none", "networkCidr": lab.network_cidr,
+                "baseImage": str(image), "storagePool": f"{lab.prefix}-pool",
+                "httpProxy": f"http://{gateway}:3128",
+                "pythonIndexUrl": f"http://{gateway}:8080/simple/"}
+    stack.set_all_config({f"pgha:{k}": auto.ConfigValue(v) for k, v in settings.items()})
+    try:
+        t0 = time.monotonic()
+        up = stack.up(on_output=print, color="never")
+        timings.add("real: pulumi up (3 VMs)", time.monotonic() - t0)
+        outputs = {k: v.value for k, v in up.outputs.items()}
+        t0 = time.monotonic()
+        preview = stack.preview(expect_no_changes=True, on_output=print, color="never")
+        timings.add("real: no-op preview", time.monotonic() - t0)
+        assert set(preview.change_summary) == {"same"}, preview.change_summary
+
+        plan = Plan(program=None, settings={**settings, "postgresVersion": 15},
+                    network={}, volumes=[], seeds={}, domains={
+                        n: {"name": f"pgha-{settings['clusterName']}-{n}",
+                            "networkInterfaces": [{"addresses": [ip]}]}
+                        for n, ip in outputs["nodeIps"].items()},
+                    steps={}, health_probe="", outputs=outputs)
+        cluster = VmCluster(plan, lab, Ssh(lab.netns, tmp_path / "ssh"), timings, tmp_path)
+        cluster.sql(outputs["dsnReadWrite"], "CREATE TABLE e2e (v text)")
+        cluster.sql(outputs["dsnReadWrite"], "INSERT INTO e2e VALUES ('real')")
+        cluster.wait_for("the row through dsnReadOnly", lambda: cluster.sql(
+            outputs["dsnReadOnly"], "SELECT v FROM e2e") == [("real",)], 60)
+
+        stack.set_config("pgha:postgresParameters", auto.ConfigValue('{"work_mem": "6MB"}'))
+        t0 = time.monotonic()
+        changed = stack.up(on_output=print, color="never")
+        timings.add("real: parameter change up", time.monotonic() - t0)
+        summary = changed.summary.resource_changes or {}
+        assert "replace" not in summary and "delete" not in summary, summary
+        assert cluster.sql(outputs["dsnReadWrite"], "SHOW work_mem") == [("6MB",)]
+
+        leader = outputs["leaderAtCreation"]
+        t_off = lab.power_off(cluster.domain(leader))
+        cluster.wait_for("a new leader", lambda: cluster.leader() not in (None, leader), 120,
+                         0.5)
+        timings.add("real: leader VM powered off -> new leader", time.time() - t_off)
+        lab.power_on(cluster.domain(leader))
+        cluster.wait_for(f"{leader} streaming again", lambda: cluster.members().get(
+            leader, {}).get("state") == "streaming", 600)
+        timings.add("real: power-on -> old leader streaming", time.time() - t_off)
+
+        t0 = time.monotonic()
+        stack.refresh(on_output=print, color="never")
+        timings.add("real: refresh", time.monotonic() - t0)
+        stack.preview(expect_no_changes=True, on_output=print, color="never")
+    finally:
+        t0 = time.monotonic()
+        stack.destroy(on_output=print, color="never")
+        timings.add("real: destroy", time.monotonic() - t0)
+        stack.workspace.remove_stack(stack.name)
+        print(timings.table())
+    left = [line for kind in ("list --all --name", "net-list --all --name")
+            for line in lab.virsh(*kind.split()).split() if line.startswith(lab.prefix)]
+    left += [p.name for p in lab.pool_dir.iterdir()] if lab.pool_dir else []
+    assert left == [], left

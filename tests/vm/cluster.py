@@ -1,0 +1,182 @@
+"""The running VM cluster as the tests see it: REST, SQL and SSH from the lab's namespace,
+health judged by the program's own probe, waits with deadlines, and timings."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psycopg
+
+from components import health
+from components.config import RESTAPI_PORT, build_spec
+from tests import netns, workload
+from tests.conftest import REPO
+from tests.vm.lab import Lab
+from tests.vm.plan import Plan, Step
+from tests.vm.remote import Ssh, StepResult, run_steps
+
+
+@dataclass
+class Timings:
+    """Figures for the benchmark table printed at the end of the run."""
+    rows: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, what: str, seconds: float) -> None:
+        self.rows[what].append(round(seconds, 1))
+
+    def table(self) -> str:
+        lines = [f"{'what':58} {'n':>3} {'min':>7} {'median':>7} {'max':>7}"]
+        for what, values in self.rows.items():
+            v = sorted(values)
+            lines.append(f"{what:58} {len(v):3d} {v[0]:7.1f} {v[len(v) // 2]:7.1f} "
+                         f"{v[-1]:7.1f}")
+        return "\n".join(lines)
+
+
+class VmCluster:
+    def __init__(self, plan: Plan, lab: Lab, ssh: Ssh, timings: Timings, workdir: Path):
+        self.plan, self.lab, self.ssh, self.timings = plan, lab, ssh, timings
+        self.workdir = workdir
+        self.spec = build_spec(plan.settings)
+        self.addresses = plan.addresses
+        self.names = list(self.addresses)
+        self.pool = netns.executor(lab.netns, workers=6)
+
+    # ---- plumbing ----------------------------------------------------------------------
+    def in_ns(self, fn: Callable, *args, timeout: float = 60) -> Any:
+        return self.pool.submit(fn, *args).result(timeout=timeout)
+
+    def domain(self, name: str) -> str:
+        return self.plan.domains[name]["name"]
+
+    def login(self, name: str) -> Step:
+        """Any of the node's steps carries its SSH connection."""
+        return next(s for s in self.plan.steps.values()
+                    if s.host == self.addresses[name])
+
+    def sh(self, name: str, command: str, timeout: float = 120,
+           dial_deadline: float = 30) -> subprocess.CompletedProcess:
+        return self.ssh.run(self.login(name), command, timeout=timeout,
+                            dial_deadline=dial_deadline)
+
+    def run_steps(self, only=None) -> dict[str, StepResult]:
+        results = run_steps(self.ssh, self.plan.steps, only)
+        for result in results.values():
+            step = result.name.replace(self.spec.cluster_name + "-", "")
+            kind = step.split("-provision-")[-1] if "-provision-" in step else step
+            self.timings.add(f"step {kind}", result.seconds)
+        return results
+
+    # ---- Patroni and PostgreSQL --------------------------------------------------------
+    def rest(self, name: str, path: str, timeout: float = 3) -> Any:
+        def get():
+            url = f"http://{self.addresses[name]}:{RESTAPI_PORT}{path}"
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return json.load(response)
+        return self.in_ns(get, timeout=timeout + 5)
+
+    def cluster_view(self) -> dict | None:
+        for name in self.names:
+            try:
+                return self.rest(name, "/cluster")
+            except Exception:  # noqa: BLE001 - try the next node
+                continue
+        return None
+
+    def members(self) -> dict[str, dict]:
+        view = self.cluster_view() or {}
+        return {m["name"]: m for m in view.get("members", [])}
+
+    def leader(self) -> str | None:
+        leaders = [n for n, m in self.members().items()
+                   if m.get("role") == "leader" and m.get("state") == "running"]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def health(self) -> tuple[list[str], str]:
+        """The program's own verdict: its probe (the invoke it runs on every up and
+        preview), run from the lab's namespace, judged by components/health.py."""
+        p = subprocess.run(["ip", "netns", "exec", self.lab.netns, "python3", "-"],
+                           input=self.plan.health_probe, text=True, capture_output=True,
+                           timeout=60)
+        return health.health_findings(self.spec, self.addresses, p.stdout)
+
+    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float,
+                 interval: float = 1.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except Exception as error:  # noqa: BLE001 - keep waiting, report the last
+                last_error = error
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                             + (f" (last error: {last_error})" if last_error else "")
+                             + f"; health: {self.health()}")
+
+    def wait_healthy(self, timeout: float = 600) -> str:
+        self.wait_for("a healthy cluster", lambda: not self.health()[0], timeout, 3)
+        return self.leader() or ""
+
+    def password(self) -> str:
+        return self.plan.outputs["passwords"]["superuser_password"]
+
+    def sql(self, dsn: str, query: str, params: tuple = ()) -> list[tuple]:
+        def run():
+            with psycopg.connect(dsn, password=self.password(), autocommit=True) as conn:
+                cur = conn.execute(query, params)
+                return cur.fetchall() if cur.description else []
+        return self.in_ns(run)
+
+    def node_dsn(self, name: str) -> str:
+        return (f"host={self.addresses[name]} port=5432 dbname=postgres user=postgres "
+                f"connect_timeout=5")
+
+    # ---- the writer (workload) and its verdict ------------------------------------------
+    def start_writer(self, tag: str) -> "Writer":
+        self.sql(self.plan.outputs["dsnReadWrite"],
+                 f"CREATE TABLE IF NOT EXISTS {workload.WRITES_TABLE} "
+                 f"(id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+        first = self.sql(self.plan.outputs["dsnReadWrite"],
+                         f"SELECT coalesce(max(id), 0) + 1 FROM {workload.WRITES_TABLE}")[0][0]
+        out = self.workdir / f"writer-{tag}.jsonl"
+        dsn = self.plan.outputs["dsnReadWrite"] + "&" + workload.CLIENT_TCP
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.netns, str(REPO / ".venv/bin/python"),
+             str(workload.SCRIPT), "writer", "--dsn", dsn, "--out", str(out),
+             "--first-id", str(first), "--interval", "0.2"],
+            env={"PGPASSWORD": self.password(), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return Writer(popen, out)
+
+    def lost_writes(self, acknowledged: set[int]) -> set[int]:
+        leader = self.leader()
+        assert leader, "no leader to read the writes from"
+        rows = self.sql(self.node_dsn(leader), f"SELECT id FROM {workload.WRITES_TABLE}")
+        return acknowledged - {r[0] for r in rows}
+
+
+@dataclass
+class Writer:
+    popen: subprocess.Popen
+    out: Path
+
+    def stop(self) -> set[int]:
+        """Stop writing; the ids the server acknowledged."""
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        records = [json.loads(line) for line in self.out.read_text().splitlines()
+                   if line.strip()]
+        return workload.acknowledged_ids(records)

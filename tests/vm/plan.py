@@ -1,0 +1,150 @@
+"""What the program would do, read from the program itself.
+
+`plan_for(settings)` runs __main__.py under Pulumi mocks that behave like the real
+providers where it matters to the nodes: a Domain's address is the DHCP reservation the
+program declared for it (the lab network hands out exactly that), keys are real ED25519
+keys, passwords are real random passwords. Keys and passwords are kept per resource name
+across runs, as Pulumi's state keeps them, so a second run with a changed setting differs
+only where the program's inputs differ.
+
+The result lists the libvirt objects to build (network, volumes, seeds, domains) and the
+remote steps (every `command:remote:Command` with its script, SSH connection and the
+steps it depends on), plus the invoke the program runs on each up and preview (the health
+probe) and the stack outputs.
+"""
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.pulumi_mocks import (COMMAND, DOMAIN, LOCAL_RUN, NETWORK, PASSWORD, PRIVATE_KEY,
+                                SEED, VOLUME, Program, run_program)
+
+
+class VmMocks(pulumi.runtime.Mocks):
+    """Provider stand-ins whose outputs are real enough to provision real VMs."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, dict[str, Any]] = {}
+
+    def _keep(self, name: str, make) -> dict[str, Any]:
+        if name not in self.kept:
+            self.kept[name] = make()
+        return self.kept[name]
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == DOMAIN:
+            # wait_for_lease returns the address DHCP gave; the lab reserves exactly this.
+            outputs["networkInterfaces"] = [dict(nic) for nic in
+                                            args.inputs["networkInterfaces"]]
+        elif args.typ == PRIVATE_KEY:
+            outputs.update(self._keep(args.name, _ed25519_key))
+        elif args.typ == PASSWORD:
+            outputs.update(self._keep(args.name, lambda: {"result": _password(
+                int(args.inputs.get("length", 32)))}))
+        elif args.typ == COMMAND:
+            outputs.update(stdout="", stderr="")
+        return f"{args.name}_id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == LOCAL_RUN:
+            return {"stdout": "{}", "stderr": "", "command": args.args.get("command", "")}
+        return {}
+
+
+def _ed25519_key() -> dict[str, str]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return {"privateKeyOpenssh": private, "publicKeyOpenssh": public + "\n"}
+
+
+def _password(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits  # as the program asks (special=False)
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One remote.Command as pulumi-command runs it: `create` over SSH, script on stdin."""
+    name: str
+    host: str
+    user: str
+    private_key: str
+    host_key: str
+    command: str
+    script: str
+    triggers: tuple
+    after: tuple[str, ...]  # names of the steps it depends on
+
+    @property
+    def inputs(self) -> tuple:
+        """What Pulumi diffs: any change is an update, which runs `create` again."""
+        return (self.host, self.user, self.host_key, self.command, self.script,
+                self.triggers)
+
+
+@dataclass
+class Plan:
+    program: Program
+    settings: dict
+    network: dict
+    volumes: list[dict]
+    seeds: dict[str, dict]       # node name -> CloudInitDisk inputs
+    domains: dict[str, dict]     # node name -> Domain inputs
+    steps: dict[str, Step]
+    health_probe: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {name: d["networkInterfaces"][0]["addresses"][0]
+                for name, d in self.domains.items()}
+
+    def steps_changed_since(self, before: "Plan") -> list[str]:
+        """Steps whose inputs differ from `before`'s: what `pulumi up` would update."""
+        return [name for name, step in self.steps.items()
+                if name not in before.steps or before.steps[name].inputs != step.inputs]
+
+
+def plan_for(settings: dict, mocks: VmMocks) -> Plan:
+    program = run_program(settings, mocks)
+    cluster = program.namespace["cluster"]
+    outputs = {key: program.resolve(value) for key, value in {
+        "nodeIps": cluster.node_ips, "dsnReadWrite": cluster.dsn_read_write,
+        "dsnReadOnly": cluster.dsn_read_only, "passwords": cluster.passwords,
+        "knownHosts": cluster.known_hosts}.items()}
+    node_of = {name: name for name in outputs["nodeIps"]}
+
+    def node_name(resource_name: str) -> str:
+        return next(n for n in node_of if f"-{n}-" in resource_name + "-")
+
+    commands = program.of_type(COMMAND)
+    by_urn = {c.urn: c.name for c in commands}
+    steps = {}
+    for c in commands:
+        conn = c.inputs["connection"]
+        steps[c.name] = Step(
+            name=c.name, host=conn["host"], user=conn["user"],
+            private_key=conn["privateKey"], host_key=conn["hostKey"],
+            command=c.inputs["create"], script=c.inputs["stdin"],
+            triggers=tuple(map(str, c.inputs.get("triggers") or ())),
+            after=tuple(sorted(by_urn[u] for u in c.all_dependencies if u in by_urn)))
+    (network,) = [n.inputs for n in program.of_type(NETWORK)]
+    (probe,) = [args["stdin"] for args in program.invokes_of(LOCAL_RUN)]
+    return Plan(
+        program=program, settings=dict(settings), network=network,
+        volumes=[v.inputs for v in program.of_type(VOLUME)],
+        seeds={node_name(s.name): s.inputs for s in program.of_type(SEED)},
+        domains={node_name(d.name): d.inputs for d in program.of_type(DOMAIN)},
+        steps=steps, health_probe=probe, outputs=outputs)

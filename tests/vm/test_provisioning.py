@@ -1,0 +1,67 @@
+"""`pulumi up`'s own steps built a healthy cluster, and running them again changes
+nothing; a changed PostgreSQL parameter re-runs only what it must and is live."""
+from tests.vm.plan import plan_for
+
+
+def test_up_builds_a_healthy_cluster_with_the_watchdog_held(vm_cluster):
+    c = vm_cluster
+    gate = next(r for n, r in c.provisioning.items() if n.endswith("-health-gate"))
+    assert '"leader"' in gate.stdout
+    leader = c.wait_healthy()
+    warnings, summary = c.health()
+    assert warnings == [] and summary.startswith(f"cluster healthy: leader {leader}")
+    # Patroni itself holds /dev/watchdog open on the leader (mode required).
+    held = c.sh(leader, "sudo sh -c 'ls -l /proc/$(systemctl show -p MainPID --value "
+                        "patroni)/fd' | grep -c /dev/watchdog")
+    assert held.stdout.strip() == "1", held
+    # ... and every node flushes its Raft files to disk every second.
+    for name in c.names:
+        assert c.sh(name, "systemctl is-active pgha-raft-flush").stdout.strip() == "active"
+
+
+def test_a_row_written_through_the_read_write_dsn_is_read_through_the_read_only_dsn(
+        vm_cluster):
+    c = vm_cluster
+    c.wait_healthy()
+    out = c.plan.outputs
+    c.sql(out["dsnReadWrite"], "CREATE TABLE IF NOT EXISTS vm_probe (v text)")
+    c.sql(out["dsnReadWrite"], "INSERT INTO vm_probe VALUES ('through the rw dsn')")
+    assert c.sql(out["dsnReadOnly"], "SELECT pg_is_in_recovery()") == [(True,)]
+    c.wait_for("the row on a replica", lambda: ("through the rw dsn",) in c.sql(
+        out["dsnReadOnly"], "SELECT v FROM vm_probe"), timeout=30)
+
+
+def test_running_every_step_again_changes_nothing(vm_cluster):
+    c = vm_cluster
+    c.wait_healthy()
+    pids = {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
+            for n in c.names}
+    results = c.run_steps()
+    changed = {n: r.changes for n, r in results.items() if r.changes != "pgha: no changes"}
+    assert changed == {}
+    assert {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
+            for n in c.names} == pids
+
+
+def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_cluster):
+    c = vm_cluster
+    c.wait_healthy()
+    current = c.sql(c.plan.outputs["dsnReadWrite"], "SHOW work_mem")[0][0]
+    wanted = "6MB" if current != "6MB" else "7MB"
+    before = c.plan
+    after = plan_for({**before.settings, "postgresParameters": {"work_mem": wanted}},
+                     c.mocks)
+    changed = sorted(after.steps_changed_since(before))
+    configure = sorted(n for n in after.steps if n.endswith("-provision-configure"))
+    gate = [n for n in after.steps if n.endswith("-health-gate")]
+    assert changed == sorted(configure + gate)
+    pids = {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
+            for n in c.names}
+    c.plan = after  # the stack now says so, as a user's would after `pulumi up`
+    results = c.run_steps(changed)
+    assert all("reloaded patroni" in results[n].changes for n in configure)
+    for name in c.names:
+        c.wait_for(f"work_mem={wanted} on {name}", lambda n=name: c.sql(
+            c.node_dsn(n), "SHOW work_mem") == [(wanted,)], timeout=60)
+    assert {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
+            for n in c.names} == pids
