@@ -1,26 +1,100 @@
-"""A private libvirt for end-to-end tests, inside a network namespace.
+"""A private libvirt for end-to-end tests: its own namespaces, config, socket and state.
 
-Everything here runs as root on a machine without systemd:
+Safe on a developer's real KVM host: the host's own libvirtd (default socket
+/run/libvirt/libvirt-sock, config /etc/libvirt, state /var/lib/libvirt) is never
+contacted, stopped or changed, and nothing is created, changed or deleted under
+/etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/cache/libvirt or
+/var/log/libvirt of the host (tests/e2e/test_libvirt_isolation.py checks this).
 
-* ``LibvirtHost.start()`` creates a network namespace (loopback up) and starts
-  ``virtlogd -d`` and ``libvirtd -d`` *inside* it (``ip netns exec``), with
-  pidfiles in a state directory, and waits until ``virsh -c qemu:///system``
-  answers. Bridges, taps, dnsmasq and QEMU processes that libvirt creates then
-  live in that namespace: nothing the VMs do can reach the host's eth0.
-* ``LibvirtHost.start_proxy(gateway_ip)`` starts a package relay: tinyproxy on
-  127.0.0.1 in the *root* namespace with an allow-list of hosts, and two socat
-  processes joined by a unix socket (the filesystem is shared across
-  namespaces) so that VMs reach it at ``http://<gateway_ip>:3128``. No routing,
-  no forwarding, no NAT.
-* ``LibvirtHost.start_file_server(directory, bind_ip)`` serves a directory
-  (e.g. a wheelhouse that the host filled with ``pip download``) over plain
-  HTTP from inside the namespace.
-* ``LibvirtHost.stop()`` removes libvirt objects whose names start with the
-  given prefix, stops every process this module started (by the PID in its
-  pidfile, after checking the PID still is that program), kills what is left
-  inside the namespace (only children of our own daemons can be there) and
-  deletes the namespace. It is safe to call after a partial start, twice, or
-  from a fresh process after a crash (state is in pidfiles).
+Usage (as root, no systemd needed)::
+
+    with LibvirtHost() as h:                  # or h = LibvirtHost().start() ... h.stop()
+        h.virsh("list", "--all")              # always the private daemon (h.uri)
+        net = h.define_network(xml)           # isolated networks only (no <forward>)
+        pool_dir = h.create_pool(h.name("pool"))
+        ...
+
+API (stable: other test tiers build on it)
+-------------------------------------------
+``LibvirtHost(netns=None, prefix=None, state_dir=None, start_timeout=60.0, log=[],
+run_id=None, pool_root=None, keep_state=False)``; every argument is optional.
+
+* ``run_id``: short random id of this run (6 hex digits unless given). Defaults
+  derive from it: ``netns`` = ``pgha-<run_id>``, ``prefix`` = ``pgha-<run_id>``
+  (libvirt domains, networks, pools and volumes of the tests must start with
+  it), ``state_dir`` = ``/run/pgha-tests/<run_id>``, ``pool_root`` =
+  ``<state_dir>/pools`` (``PGHA_E2E_POOL_ROOT=<dir>`` puts pools in
+  ``<dir>/<run_id>`` instead, for hosts whose /run is a small tmpfs).
+* ``uri``: ``qemu:///system?socket=<state_dir>/sock/libvirt-sock``. Use it for
+  everything (``virsh -c``, pulumi-libvirt's provider ``uri``); never the plain
+  ``qemu:///system``, which is the host's libvirtd.
+* ``name(suffix)`` -> ``<prefix>-<suffix>``; ``bridge_name(index=0)`` ->
+  ``pgha<run_id>br<index>`` (at most 15 characters, as Linux requires).
+* ``start()`` / ``stop()`` / ``with LibvirtHost() as h``. ``stop()`` never raises
+  (returns the errors met) and is safe after a partial start or twice.
+* ``virsh(*args, check=True, timeout=120) -> stdout`` against ``uri``.
+* ``ns(*argv) -> argv`` prefixed to run inside the network namespace (where the
+  VMs' bridges are: ssh to VMs goes through it).
+* ``define_network(xml) -> name`` (defines and starts; refuses <forward> and
+  names without the prefix); ``dhcp_leases(network)``;
+  ``wait_for_lease(network, mac, timeout=300) -> ip``.
+* ``create_pool(name) -> Path``: a started ``dir`` pool in ``pool_root/<name>``.
+* ``start_proxy(gateway_ip, port=3128, allowed_hosts=None) -> url`` and
+  ``start_file_server(directory, bind_ip, port=8080) -> url``: see below.
+* ``cleanup_prefixed(prefix=None)``: destroy/undefine the prefix's objects.
+* ``status() -> dict``; ``private_dirs`` (host path of each private libvirt
+  directory, e.g. ``private_dirs["/var/log/libvirt"] / "qemu" / "<dom>.log"``);
+  ``qemu_user`` (user:group QEMU runs as, from the private qemu.conf).
+* ``mark_kept()``: leave the run for a later ``sweep_stale(include_kept=True)``
+  (what ``smoke_boot.py --keep`` / ``--stop`` use).
+* ``LibvirtHost.sweep_stale(include_kept=False) -> list[str]``: tear down runs
+  of earlier, dead processes (``start()`` does this itself).
+
+How the isolation works
+-----------------------
+* ``start()`` creates ``/run/pgha-tests/<run_id>`` and holds an exclusive
+  ``flock`` on its ``lock`` file for as long as the run lives; a run whose lock
+  is free belongs to a dead process. Creating a run and sweeping stale ones
+  happen under a global ``flock`` on ``/run/pgha-tests/.lock``, so concurrent
+  runs on one machine never take each other's resources. The sweep only looks
+  at directories there that hold a ``run.json`` written by this module, and
+  kills only PIDs from their pidfiles that still are the recorded program with
+  the recorded start time, and processes inside the run's own network
+  namespace (checked by namespace inode); never anything by name.
+* The daemons start as ``ip netns exec <netns> unshare --mount --propagation
+  private -- python3 -c <launcher>``. In that private mount namespace the
+  launcher bind-mounts the run's own directories over /etc/libvirt,
+  /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt, and moves a fresh
+  tmpfs over /run that holds only /run/libvirt (bound to the run's own
+  directory: the host may have no /run/libvirt to bind over) and the run's
+  state directory (bound back at the same path). Hiding the host's /run also
+  hides its D-Bus and systemd sockets: the private libvirtd cannot register
+  machines with systemd-machined or ask firewalld to change the host's
+  firewall. ``ip netns exec`` mounts a namespace-private /sys without the
+  cgroup tree, so no host cgroups are created either. Then ``virtlogd -d`` and
+  ``libvirtd -d`` start; they and everything they spawn (dnsmasq, QEMU) live in
+  both namespaces, and the mounts vanish with the last of them.
+* The private /etc/libvirt is a copy of the host's ``*.conf`` files and stock
+  nwfilter rules, without any object definitions, autostart links or hooks of
+  the host (so neither its ``default`` NAT network nor its own VMs can start
+  here), with ``unix_sock_dir`` pointing at ``<state_dir>/sock`` (outside the
+  private mounts, so ``virsh -c <uri>`` reaches it from anywhere), root-only
+  sockets, ``security_driver = "none"`` (no AppArmor/SELinux profiles written
+  to the host's /etc/apparmor.d) and no lock manager (no virtlockd).
+* The private cache starts from ``/run/pgha-tests/.qemu-capabilities`` (QEMU
+  capabilities saved by earlier runs; libvirt re-probes when they no longer
+  match its QEMU), so a start takes about 1 s instead of about 9.
+* QEMU runs as the user of the private qemu.conf (Debian: libvirt-qemu);
+  libvirt's dynamic ownership hands it the disk images at domain start. State
+  and pool directories are created 0755 so that user can reach them; ``start()``
+  checks this.
+
+``start_proxy(gateway_ip)`` starts a package relay: tinyproxy on 127.0.0.1 in
+the *root* namespace with an allow-list of hosts, and two socat processes joined
+by a unix socket (the filesystem is shared across network namespaces) so that
+VMs reach it at ``http://<gateway_ip>:3128``. No routing, no forwarding, no NAT.
+``start_file_server(directory, bind_ip)`` serves a directory (e.g. a wheelhouse)
+over plain HTTP from inside the network namespace.
 
 Domains must use ``type='qemu'`` (TCG): /dev/kvm on these machines is not
 hardware KVM and crashes Debian kernels. Nothing here touches /dev/kvm.
@@ -32,24 +106,60 @@ what is absent).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import grp
 import json
 import os
+import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
+import stat
+import struct
 import subprocess
+import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Sequence
 
-URI = "qemu:///system"
+# Everything a run owns on the host lives below this directory.
+RUN_ROOT = Path("/run/pgha-tests")
+GLOBAL_LOCK = RUN_ROOT / ".lock"
+# QEMU capabilities that earlier runs probed (libvirt re-probes when they no
+# longer match the QEMU binary): saves libvirtd several seconds at start.
+CAPS_CACHE = RUN_ROOT / ".qemu-capabilities"
+RUN_ID_RE = re.compile(r"[a-z0-9]{3,10}")
+
+# The host's libvirtd. LibvirtHost never uses it; tests may only look at it read-only.
+HOST_URI = "qemu:///system"
+
+# Host directories of the stock libvirt that a run must never touch, and the
+# private directory (below state_dir) bound over each inside the run's mount
+# namespace.
+HOST_LIBVIRT_DIRS: tuple[str, ...] = (
+    "/etc/libvirt",
+    "/run/libvirt",
+    "/var/lib/libvirt",
+    "/var/cache/libvirt",
+    "/var/log/libvirt",
+)
+_PRIVATE_SUBDIRS: dict[str, str] = {
+    "/etc/libvirt": "etc",
+    "/run/libvirt": "run",
+    "/var/lib/libvirt": "lib",
+    "/var/cache/libvirt": "cache",
+    "/var/log/libvirt": "log",
+}
 
 # Host programs and the Debian packages that carry them.
 TOOLS: dict[str, str] = {
     "ip": "iproute2",
+    "unshare": "util-linux",
     "virsh": "libvirt-clients",
     "libvirtd": "libvirt-daemon-system",
     "virtlogd": "libvirt-daemon-system",
@@ -70,9 +180,44 @@ DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = (
     "files.pythonhosted.org",
 )
 
-# The default network that libvirt-daemon-config-network ships NATs to the
-# host's uplink. It must never start; this is where libvirtd looks for it.
-DEFAULT_NET_AUTOSTART = Path("/etc/libvirt/qemu/networks/autostart/default.xml")
+# Environment the daemons must not inherit: systemd socket activation, D-Bus.
+_DAEMON_ENV_DROP = (
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "XDG_RUNTIME_DIR",
+    "LIBVIRT_DEFAULT_URI",
+)
+
+# Runs inside `ip netns exec NS unshare --mount --propagation private --`:
+# private mounts, then the two daemons (which fork into the background).
+_LAUNCHER = r"""
+import ctypes, json, os, subprocess, sys
+cfg = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 4096, 8192, 16384, 1 << 18
+def mount(src, dst, fstype=None, flags=0, data=None):
+    enc = lambda s: None if s is None else s.encode()
+    if libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
+        sys.exit("mount %s -> %s: %s" % (src, dst, os.strerror(ctypes.get_errno())))
+mount(None, "/", None, MS_REC | MS_PRIVATE)
+newrun = cfg["newrun"]
+mount("pgha-tests-run", newrun, "tmpfs", 0, "mode=0755,size=64m")
+for rel, mode in cfg["newrun_dirs"]:
+    os.makedirs(os.path.join(newrun, rel), exist_ok=True)
+    os.chmod(os.path.join(newrun, rel), mode)
+for src, dst in cfg["binds"]:
+    mount(src, dst, None, MS_BIND)
+mount(newrun, "/run", None, MS_MOVE)
+for argv, extra_env in cfg["daemons"]:
+    p = subprocess.run(argv, env=dict(os.environ, **extra_env), stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        sys.exit("%s exited %d" % (argv[0], p.returncode))
+"""
 
 
 class LibvirtHostError(RuntimeError):
@@ -131,11 +276,11 @@ def _run(
 def _proc_starttime(pid: int) -> str | None:
     """Start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat_ = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # comm may contain spaces and parentheses: split after the last ')'.
-    rest = stat[stat.rindex(")") + 2 :].split()
+    rest = stat_[stat_.rindex(")") + 2 :].split()
     return rest[19]
 
 
@@ -145,6 +290,15 @@ def _proc_exe_name(pid: int) -> str | None:
     except OSError:
         return None
     return os.path.basename(argv0.decode(errors="replace"))
+
+
+def _ns_id(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(device, inode) of a namespace file (/run/netns/X, /proc/PID/ns/net)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _alive(pid: int) -> bool:
@@ -182,6 +336,84 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
+def _unix_peer_pid(path: Path) -> int | None:
+    """PID of the process that listens on unix socket ``path`` (SO_PEERCRED)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return pid
+    return None
+
+
+def _mounts_below(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in this process's mount namespace."""
+    out = []
+    prefix = str(path).rstrip("/") + "/"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mp = line.split()[4].encode().decode("unicode_escape")
+            if mp == str(path) or mp.startswith(prefix):
+                out.append(mp)
+    return out
+
+
+def _set_conf(path: Path, values: dict[str, str]) -> None:
+    """Set ``key = value`` lines in a libvirt config file; earlier settings of
+    those keys (also multi-line lists) are commented out, since libvirt uses the
+    first one."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    out: list[str] = []
+    in_list = False
+    for line in lines:
+        if in_list:
+            out.append("#pgha-tests# " + line)
+            in_list = "]" not in line
+            continue
+        m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)", line)
+        if m and m.group(1) in values:
+            out.append("#pgha-tests# " + line)
+            in_list = "[" in m.group(2) and "]" not in m.group(2)
+            continue
+        out.append(line)
+    out.append("")
+    out.append("# Set by tests/e2e/libvirt_host.py for a private test libvirt:")
+    out.extend(f"{k} = {v}" for k, v in values.items())
+    path.write_text("\n".join(out) + "\n")
+
+
+@contextlib.contextmanager
+def _flock(path: Path, timeout: float = 600.0) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LibvirtHostError(f"could not lock {path} within {timeout:.0f} s") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_flock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on ``path``, or None if someone holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -190,36 +422,107 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class LibvirtHost:
-    """A libvirtd (+ virtlogd) running inside network namespace ``netns``.
+    """A private libvirtd (+ virtlogd) in its own network and mount namespaces.
 
-    ``prefix`` names the libvirt objects (domains, networks, pools, volumes)
-    that belong to the tests: ``stop()`` and ``start()`` remove leftovers
-    with that prefix.
+    See the module docstring for the API and how it is isolated.
     """
 
-    netns: str = "pgha-e2e"
-    prefix: str = "pgha-e2e"
+    netns: str | None = None
+    prefix: str | None = None
     state_dir: Path | None = None
     start_timeout: float = 60.0
     log: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    pool_root: Path | None = None
+    keep_state: bool = False
+    _lock_fd: int | None = field(default=None, init=False, repr=False)
+    _netns_id: tuple[int, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.state_dir is not None:
+            sd = Path(self.state_dir)
+            if sd.parent != RUN_ROOT:
+                raise ValueError(f"state_dir must be {RUN_ROOT}/<run_id>, not {sd}")
+            if self.run_id is not None and self.run_id != sd.name:
+                raise ValueError("state_dir and run_id disagree")
+            self.run_id = sd.name
+        if self.run_id is None:
+            self.run_id = secrets.token_hex(3)
+        if not RUN_ID_RE.fullmatch(self.run_id):
+            raise ValueError(f"bad run id {self.run_id!r} (want {RUN_ID_RE.pattern})")
+        self.netns = self.netns or f"pgha-{self.run_id}"
+        self.prefix = self.prefix or f"pgha-{self.run_id}"
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", self.netns):
             raise ValueError(f"bad namespace name {self.netns!r}")
-        if self.state_dir is None:
-            self.state_dir = Path("/run/pgha-e2e") / self.netns
-        self.state_dir = Path(self.state_dir)
+        self.state_dir = RUN_ROOT / self.run_id
+        if self.pool_root is None:
+            env_root = os.environ.get("PGHA_E2E_POOL_ROOT")
+            self.pool_root = Path(env_root) / self.run_id if env_root else self.state_dir / "pools"
+        self.pool_root = Path(self.pool_root)
+        if self.pool_root.name != self.run_id and self.pool_root != self.state_dir / "pools":
+            raise ValueError(f"pool_root must be <dir>/{self.run_id} (it is removed at stop)")
+        if not self.pool_root.is_relative_to(self.state_dir) and Path("/run") in self.pool_root.parents:
+            raise ValueError("pool_root outside state_dir must not be under /run (hidden from libvirtd)")
+        if os.environ.get("PGHA_E2E_KEEP_STATE") == "1":
+            self.keep_state = True
+
+    # ------------------------------------------------------------ naming
+    @property
+    def uri(self) -> str:
+        """The private libvirtd's URI: give it to virsh, pulumi-libvirt, ..."""
+        return f"qemu:///system?socket={self.socket_path}"
+
+    @property
+    def socket_path(self) -> Path:
+        assert self.state_dir is not None
+        return self.state_dir / "sock" / "libvirt-sock"
+
+    def name(self, suffix: str) -> str:
+        """``<prefix>-<suffix>``: a libvirt object name that belongs to this run."""
+        return f"{self.prefix}-{suffix}"
+
+    def bridge_name(self, index: int = 0) -> str:
+        name = f"pgha{self.run_id}br{index}"
+        if len(name) > 15:
+            raise ValueError(f"bridge name {name!r} is longer than 15 characters")
+        return name
+
+    @property
+    def private_dirs(self) -> dict[str, Path]:
+        """Host path of the private directory that stands in for each host
+        libvirt directory inside the daemons' mount namespace."""
+        assert self.state_dir is not None
+        return {host: self.state_dir / sub for host, sub in _PRIVATE_SUBDIRS.items()}
+
+    @property
+    def qemu_user(self) -> str:
+        """``user:group`` QEMU runs as, per the private (else the host's) qemu.conf."""
+        conf = self.private_dirs["/etc/libvirt"] / "qemu.conf"
+        if not conf.exists():
+            conf = Path("/etc/libvirt/qemu.conf")
+        vals: dict[str, str] = {}
+        defaults: dict[str, str] = {}
+        with contextlib.suppress(OSError):
+            for line in conf.read_text().splitlines():
+                m = re.match(r'(#?)(user|group)\s*=\s*"([^"]+)"', line)
+                if m:
+                    (defaults if m.group(1) else vals).setdefault(m.group(2), m.group(3))
+        # Commented "#user = ..." without indentation is the built-in default.
+        user = vals.get("user") or defaults.get("user") or "root"
+        group = vals.get("group") or defaults.get("group") or user
+        return f"{user}:{group}"
 
     # ------------------------------------------------------------ helpers
     def _note(self, msg: str) -> None:
         self.log.append(msg)
 
     def ns(self, *argv: str) -> list[str]:
-        """``argv`` prefixed to run inside the namespace."""
-        return ["ip", "netns", "exec", self.netns, *argv]
+        """``argv`` prefixed to run inside the network namespace."""
+        return ["ip", "netns", "exec", str(self.netns), *argv]
 
     def virsh(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        return _run(["virsh", "-q", "-c", URI, *args], check=check, timeout=timeout).stdout
+        """``virsh -q -c <uri> args...`` (the private libvirtd); returns stdout."""
+        return _run(["virsh", "-q", "-c", self.uri, *args], check=check, timeout=timeout).stdout
 
     def pidfile(self, name: str) -> Path:
         assert self.state_dir is not None
@@ -229,12 +532,56 @@ class LibvirtHost:
         assert self.state_dir is not None
         return self.state_dir / f"{name}.log"
 
+    def _record_path(self) -> Path:
+        assert self.state_dir is not None
+        return self.state_dir / "run.json"
+
+    def _write_record(self, **extra: object) -> None:
+        try:
+            rec = json.loads(self._record_path().read_text())
+        except (OSError, ValueError):
+            rec = {}
+        rec.update(
+            {
+                "run_id": self.run_id,
+                "netns": self.netns,
+                "netns_id": list(self._netns_id) if self._netns_id else None,
+                "prefix": self.prefix,
+                "state_dir": str(self.state_dir),
+                "pool_root": str(self.pool_root),
+                "uri": self.uri,
+                "keep_state": self.keep_state,
+            }
+        )
+        rec.update(extra)
+        tmp = self._record_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=2) + "\n")
+        tmp.replace(self._record_path())
+
+    @classmethod
+    def _from_record(cls, rec: dict[str, object]) -> LibvirtHost:
+        h = cls(
+            netns=str(rec["netns"]),
+            prefix=str(rec["prefix"]),
+            run_id=str(rec["run_id"]),
+            pool_root=Path(str(rec["pool_root"])),
+        )
+        nid = rec.get("netns_id")
+        h._netns_id = (int(nid[0]), int(nid[1])) if isinstance(nid, list) else None
+        return h
+
     def _ns_exists(self) -> bool:
         return Path(f"/run/netns/{self.netns}").exists()
 
+    def _ns_is_ours(self) -> bool:
+        """The named netns exists and is the one this run created."""
+        return self._netns_id is not None and _ns_id(f"/run/netns/{self.netns}") == self._netns_id
+
     def _libvirt_answers(self) -> bool:
+        if not self.socket_path.exists():
+            return False
         try:
-            p = _run(["virsh", "-c", URI, "version"], check=False, timeout=15)
+            p = _run(["virsh", "-c", self.uri, "version"], check=False, timeout=15)
         except subprocess.TimeoutExpired:
             return False
         return p.returncode == 0
@@ -250,15 +597,15 @@ class LibvirtHost:
         return int(fields[0]), (fields[1] if len(fields) > 1 else None)
 
     def _owned_pid(self, name: str, exe: str) -> int | None:
-        """PID from our pidfile if that process still is ``exe`` (and, when
-        recorded, has the same start time)."""
+        """PID from our pidfile if that process still is ``exe`` with the
+        recorded start time."""
         rec = self._read_pidfile(name)
         if rec is None:
             return None
         pid, start = rec
         if not _alive(pid) or _proc_exe_name(pid) != exe:
             return None
-        if start is not None and _proc_starttime(pid) != start:
+        if start is None or _proc_starttime(pid) != start:
             return None
         return pid
 
@@ -296,39 +643,54 @@ class LibvirtHost:
         self._note(f"started {name} (pid {p.pid}): {' '.join(cmd)}")
         return p.pid
 
+    @staticmethod
+    def _tail(path: Path, n: int = 3000) -> str:
+        try:
+            return path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no log)"
+
     # ---------------------------------------------------------- lifecycle
     def start(self) -> LibvirtHost:
-        missing = missing_tools(["ip", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "dnsmasq"])
+        if self._lock_fd is not None:
+            return self
+        missing = missing_tools(["ip", "unshare", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "dnsmasq"])
         if missing:
             raise LibvirtHostError("missing tools: " + ", ".join(missing))
         if os.geteuid() != 0:
             raise LibvirtHostError("LibvirtHost needs root")
-        assert self.state_dir is not None
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for d in ("/etc/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt"):
+            if not Path(d).is_dir():
+                # Only a mount point: never created here (install libvirt-daemon-system).
+                raise LibvirtHostError(f"{d} is missing (package libvirt-daemon-system)")
+        assert self.state_dir is not None and self.pool_root is not None
 
-        ours = self._owned_pid("libvirtd", "libvirtd")
-        if ours is None and self._libvirt_answers():
-            raise LibvirtHostError(
-                "a libvirtd that these tests did not start is already answering on "
-                f"{URI}; refusing to use or stop it"
-            )
-        if DEFAULT_NET_AUTOSTART.exists() or DEFAULT_NET_AUTOSTART.is_symlink():
-            # Would NAT VMs to the uplink; libvirtd starts autostart networks.
-            self._note(f"removing {DEFAULT_NET_AUTOSTART} (the default network must not start)")
-            DEFAULT_NET_AUTOSTART.unlink()
+        RUN_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with _flock(GLOBAL_LOCK):
+            for what in self._sweep_locked(skip={self.run_id}):
+                self._note(f"swept stale run: {what}")
+            if self.state_dir.exists():
+                raise LibvirtHostError(f"{self.state_dir} already exists (run id {self.run_id} in use)")
+            if self._ns_exists():
+                raise LibvirtHostError(f"network namespace {self.netns} already exists")
+            self.state_dir.mkdir(mode=0o755)
+            os.chmod(self.state_dir, 0o755)
+            fd = _try_flock(self.state_dir / "lock")
+            if fd is None:
+                raise LibvirtHostError(f"{self.state_dir}/lock is held by someone else")
+            self._lock_fd = fd
+            self._write_record(owner_pid=os.getpid(), owner_start=_proc_starttime(os.getpid()), kept=False)
+            self._note(f"run {self.run_id}: state in {self.state_dir}")
 
-        if not self._ns_exists():
-            _run(["ip", "netns", "add", self.netns])
-            self._note(f"created netns {self.netns}")
-        _run(["ip", "-n", self.netns, "link", "set", "lo", "up"])
+            _run(["ip", "netns", "add", str(self.netns)])
+            self._netns_id = _ns_id(f"/run/netns/{self.netns}")
+            self._write_record()
+        self._note(f"created netns {self.netns}")
+        _run(["ip", "-n", str(self.netns), "link", "set", "lo", "up"])
 
-        env_log = {
-            "LIBVIRT_LOG_OUTPUTS": f"3:file:{self.logfile('libvirtd')}",
-        }
-        if self._owned_pid("virtlogd", "virtlogd") is None:
-            self._daemon("virtlogd", ["virtlogd", "-d", "-p", str(self.pidfile("virtlogd"))], {})
-        if ours is None:
-            self._daemon("libvirtd", ["libvirtd", "-d", "-p", str(self.pidfile("libvirtd"))], env_log)
+        self._make_private_dirs()
+        self._check_qemu_can_reach()
+        self._launch_daemons()
 
         deadline = time.monotonic() + self.start_timeout
         while not self._libvirt_answers():
@@ -340,47 +702,160 @@ class LibvirtHost:
             if self._owned_pid("libvirtd", "libvirtd") is None:
                 raise LibvirtHostError("libvirtd exited; log: " + self._tail(self.logfile("libvirtd")))
             time.sleep(0.5)
+        peer = _unix_peer_pid(self.socket_path)
+        ours = self._owned_pid("libvirtd", "libvirtd")
+        if peer is None or peer != ours:
+            raise LibvirtHostError(f"{self.socket_path} is served by pid {peer}, not by our libvirtd ({ours})")
         self._refuse_default_network()
-        self.cleanup_prefixed()
         return self
 
-    def _daemon(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        """Start a self-daemonizing libvirt daemon inside the namespace."""
-        full_env = dict(os.environ)
-        full_env.update(env)
-        with contextlib.suppress(FileNotFoundError):
-            self.pidfile(name).unlink()
-        with open(self.logfile(name + "-start"), "ab") as logf:
+    def _make_private_dirs(self) -> None:
+        """The run's own /etc/libvirt (a filtered copy), /run/libvirt,
+        /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt, socket dir."""
+        assert self.state_dir is not None and self.pool_root is not None
+        for d in self.private_dirs.values():
+            d.mkdir(mode=0o755, exist_ok=True)
+        if CAPS_CACHE.is_dir():
+            caps = self.private_dirs["/var/cache/libvirt"] / "qemu" / "capabilities"
+            caps.mkdir(mode=0o755, parents=True, exist_ok=True)
+            for f in CAPS_CACHE.glob("*.xml"):
+                shutil.copy2(f, caps / f.name)
+        (self.state_dir / "newrun").mkdir(mode=0o755, exist_ok=True)
+        sock = self.socket_path.parent
+        sock.mkdir(mode=0o700, exist_ok=True)
+        self.pool_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(self.pool_root, 0o755)
+
+        etc = self.private_dirs["/etc/libvirt"]
+        host_etc = Path("/etc/libvirt")
+        # Only settings: no object definitions (domains, networks, pools,
+        # secrets), autostart links or hooks of the host.
+        for f in sorted(host_etc.iterdir()):
+            if f.is_file() and not f.is_symlink() and f.suffix == ".conf":
+                shutil.copy2(f, etc / f.name)
+        nwf = host_etc / "nwfilter"
+        if nwf.is_dir():
+            (etc / "nwfilter").mkdir(mode=0o755, exist_ok=True)
+            for f in sorted(nwf.glob("*.xml")):
+                if f.is_file() and not f.is_symlink():
+                    shutil.copy2(f, etc / "nwfilter" / f.name)
+        for sub in ("qemu/networks/autostart", "qemu/autostart", "storage/autostart", "hooks"):
+            (etc / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
+        _set_conf(
+            etc / "libvirtd.conf",
+            {
+                "unix_sock_dir": json.dumps(str(sock)),
+                "unix_sock_group": '"root"',
+                "unix_sock_ro_perms": '"0700"',
+                "unix_sock_rw_perms": '"0700"',
+                "unix_sock_admin_perms": '"0700"',
+                "auth_unix_ro": '"none"',
+                "auth_unix_rw": '"none"',
+            },
+        )
+        _set_conf(etc / "qemu.conf", {"security_driver": '"none"', "lock_manager": '"nop"'})
+        os.chmod(etc / "qemu.conf", 0o600)
+        if not (etc / "virtlogd.conf").exists():
+            (etc / "virtlogd.conf").write_text("")
+
+    def _check_qemu_can_reach(self) -> None:
+        """The QEMU user must be able to reach images in pool_root and files
+        (serial console logs) in state_dir."""
+        user = self.qemu_user.split(":")[0]
+        try:
+            pw = pwd.getpwnam(user) if not user.startswith("+") else pwd.getpwuid(int(user[1:]))
+        except (KeyError, ValueError):
+            self._note(f"QEMU user {user!r} unknown here; not checking directory access")
+            return
+        if pw.pw_uid == 0:
+            return
+        gids = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem}
+        assert self.state_dir is not None and self.pool_root is not None
+        for target in (self.state_dir, self.pool_root):
+            for d in [target, *target.parents]:
+                st = d.stat()
+                if st.st_uid == pw.pw_uid:
+                    ok = bool(st.st_mode & stat.S_IXUSR)
+                elif st.st_gid in gids:
+                    ok = bool(st.st_mode & stat.S_IXGRP)
+                else:
+                    ok = bool(st.st_mode & stat.S_IXOTH)
+                if not ok:
+                    raise LibvirtHostError(f"QEMU user {pw.pw_name} cannot traverse {d} (mode {oct(st.st_mode)})")
+
+    def _log_env(self, name: str) -> dict[str, str]:
+        return {"LIBVIRT_LOG_OUTPUTS": f"3:file:{self.logfile(name)}"}
+
+    def _daemon_env(self, name: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ENV_DROP}
+        env.update(self._log_env(name))
+        return env
+
+    def _launch_daemons(self) -> None:
+        assert self.state_dir is not None
+        sd = self.state_dir
+        rel_state = os.path.relpath(sd, "/run")
+        if rel_state.startswith(".."):
+            raise LibvirtHostError(f"{sd} must be below /run")
+        newrun = sd / "newrun"
+        dirs = self.private_dirs
+        cfg = {
+            "newrun": str(newrun),
+            "newrun_dirs": [["libvirt", 0o755], [rel_state, 0o755], ["lock", 0o1777]],
+            "binds": [
+                [str(dirs["/run/libvirt"]), str(newrun / "libvirt")],
+                [str(sd), str(newrun / rel_state)],
+                [str(dirs["/etc/libvirt"]), "/etc/libvirt"],
+                [str(dirs["/var/lib/libvirt"]), "/var/lib/libvirt"],
+                [str(dirs["/var/cache/libvirt"]), "/var/cache/libvirt"],
+                [str(dirs["/var/log/libvirt"]), "/var/log/libvirt"],
+            ],
+            "daemons": [
+                [["virtlogd", "-d", "-p", str(sd / "virtlogd.daemon-pid")], self._log_env("virtlogd")],
+                [["libvirtd", "-d", "-p", str(sd / "libvirtd.daemon-pid")], self._log_env("libvirtd")],
+            ],
+        }
+        argv = self.ns(
+            "unshare", "--mount", "--propagation", "private", "--",
+            "/usr/bin/python3", "-c", _LAUNCHER, json.dumps(cfg),
+        )
+        with open(self.logfile("launch"), "ab") as logf:
             p = subprocess.run(
-                self.ns(*argv),
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-                timeout=60,
+                argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                env=self._daemon_env("launch"), timeout=90,
             )
+        # Record whatever started, even on failure, so that stop() finds it.
+        for name in ("virtlogd", "libvirtd"):
+            self._adopt_daemon(name, wait=p.returncode == 0)
         if p.returncode != 0:
-            raise LibvirtHostError(f"{name} -d failed ({p.returncode}): " + self._tail(self.logfile(name + "-start")))
-        deadline = time.monotonic() + 20
-        while self._read_pidfile(name) is None:
-            if time.monotonic() > deadline:
-                raise LibvirtHostError(f"{name} wrote no pidfile {self.pidfile(name)}")
+            raise LibvirtHostError(
+                f"starting the private libvirt failed ({p.returncode}): {self._tail(self.logfile('launch'))}"
+                f"\nlibvirtd log: {self._tail(self.logfile('libvirtd'), 1500)}"
+            )
+
+    def _adopt_daemon(self, name: str, *, wait: bool) -> None:
+        """Turn the daemon's own pidfile into ours (pid + start time), after
+        checking that the PID is that daemon inside our network namespace."""
+        assert self.state_dir is not None
+        src = self.state_dir / f"{name}.daemon-pid"
+        deadline = time.monotonic() + (20 if wait else 0)
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(src.read_text().split()[0])
+                if _alive(pid) and _proc_exe_name(pid) == name and _ns_id(f"/proc/{pid}/ns/net") == self._netns_id:
+                    self.pidfile(name).write_text(f"{pid} {_proc_starttime(pid)}\n")
+                    self._note(f"started {name} (pid {pid}) in netns {self.netns} and a private mount namespace")
+                    return
+            if time.monotonic() >= deadline:
+                if wait:
+                    raise LibvirtHostError(f"{name} wrote no usable pidfile {src}")
+                return
             time.sleep(0.1)
-        rec = self._read_pidfile(name)
-        assert rec is not None
-        self._note(f"started {name} (pid {rec[0]}) in netns {self.netns}")
 
     def _refuse_default_network(self) -> None:
-        p = _run(["virsh", "-q", "-c", URI, "net-list", "--name"], check=False)
+        p = _run(["virsh", "-q", "-c", self.uri, "net-list", "--name"], check=False)
         if "default" in p.stdout.split():
             raise LibvirtHostError("libvirt's 'default' (NAT) network is active: refusing to go on")
-
-    @staticmethod
-    def _tail(path: Path, n: int = 3000) -> str:
-        try:
-            return path.read_text(errors="replace")[-n:]
-        except OSError:
-            return "(no log)"
 
     def __enter__(self) -> LibvirtHost:
         try:
@@ -392,6 +867,12 @@ class LibvirtHost:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def mark_kept(self) -> None:
+        """Leave this run alive after the process exits, for
+        ``sweep_stale(include_kept=True)`` (plain sweeps skip it while its
+        libvirtd lives)."""
+        self._write_record(kept=True)
+
     # ------------------------------------------------------------- cleanup
     def cleanup_prefixed(self, prefix: str | None = None) -> list[str]:
         """Destroy/undefine domains, networks, pools and volumes named
@@ -402,10 +883,10 @@ class LibvirtHost:
             return removed
 
         def ok(*args: str) -> bool:
-            return _run(["virsh", "-q", "-c", URI, *args], check=False).returncode == 0
+            return _run(["virsh", "-q", "-c", self.uri, *args], check=False, timeout=60).returncode == 0
 
         def names(*args: str) -> list[str]:
-            p = _run(["virsh", "-q", "-c", URI, *args], check=False)
+            p = _run(["virsh", "-q", "-c", self.uri, *args], check=False, timeout=60)
             return [n.strip() for n in p.stdout.splitlines() if n.strip()]
 
         for dom in names("list", "--all", "--name"):
@@ -435,7 +916,7 @@ class LibvirtHost:
         return removed
 
     def _vol_names(self, pool: str) -> list[str]:
-        p = _run(["virsh", "-q", "-c", URI, "vol-list", pool], check=False)
+        p = _run(["virsh", "-q", "-c", self.uri, "vol-list", pool], check=False, timeout=60)
         out = []
         for line in p.stdout.splitlines():
             parts = line.split()
@@ -461,13 +942,47 @@ class LibvirtHost:
         step("stop libvirtd", self._stop_pidfile, "libvirtd", "libvirtd")
         step("stop virtlogd", self._stop_pidfile, "virtlogd", "virtlogd")
         step("kill leftovers in netns", self._kill_ns_leftovers)
-        if self._ns_exists():
-            step("delete netns", _run, ["ip", "netns", "del", self.netns])
-        with contextlib.suppress(OSError):
-            (self.state_dir / "proxy.sock").unlink()  # type: ignore[operator]
+        if self._ns_is_ours():
+            step("delete netns", _run, ["ip", "netns", "del", str(self.netns)])
+        elif self._ns_exists() and self._netns_id is not None:
+            errors.append(f"netns {self.netns} exists but is not the one this run created: left alone")
+        step("save QEMU capabilities", self._save_caps)
+        if not self.keep_state:
+            step("remove state", self._remove_state)
+        else:
+            with contextlib.suppress(OSError):
+                (self.state_dir / "proxy.sock").unlink()  # type: ignore[operator]
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
         for e in errors:
             self._note("teardown error: " + e)
         return errors
+
+    def _save_caps(self) -> None:
+        caps = self.private_dirs["/var/cache/libvirt"] / "qemu" / "capabilities"
+        files = sorted(caps.glob("*.xml")) if caps.is_dir() else []
+        if not files:
+            return
+        CAPS_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for f in files:
+            tmp = CAPS_CACHE / f".{f.name}.{os.getpid()}"
+            shutil.copy2(f, tmp)
+            tmp.replace(CAPS_CACHE / f.name)
+
+    def _remove_state(self) -> None:
+        assert self.state_dir is not None and self.pool_root is not None
+        for d in (self.pool_root, self.state_dir):
+            if not d.exists():
+                continue
+            if d == self.state_dir and d.parent != RUN_ROOT:
+                raise LibvirtHostError(f"not removing {d}: not below {RUN_ROOT}")
+            mounted = _mounts_below(d)
+            if mounted:
+                raise LibvirtHostError(f"not removing {d}: mounts below it: {mounted}")
+            shutil.rmtree(d)
+            self._note(f"removed {d}")
 
     def _relay_names(self) -> list[str]:
         assert self.state_dir is not None
@@ -480,15 +995,63 @@ class LibvirtHost:
         )
 
     def _kill_ns_leftovers(self) -> None:
-        """Processes still inside *our* namespace (dnsmasq, qemu, relays that
-        libvirt or we started) are ours: stop them by PID."""
-        if not self._ns_exists():
+        """Processes still inside *our* network namespace (dnsmasq, QEMU,
+        relays that libvirt or we started) are ours: stop them by PID, each
+        checked against the namespace's inode."""
+        if not self._ns_is_ours():
             return
-        p = _run(["ip", "netns", "pids", self.netns], check=False)
-        pids = [int(x) for x in p.stdout.split() if x.isdigit() and int(x) != os.getpid()]
-        for pid in pids:
+        for pid in self._pids_in_netns():
             self._note(f"stopping leftover pid {pid} ({_proc_exe_name(pid)}) in netns {self.netns}")
-            _terminate(pid, timeout=10)
+            if _ns_id(f"/proc/{pid}/ns/net") == self._netns_id:
+                _terminate(pid, timeout=10)
+
+    def _pids_in_netns(self) -> list[int]:
+        pids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                if _ns_id(d / "ns" / "net") == self._netns_id:
+                    pids.append(int(d.name))
+        return pids
+
+    # ---------------------------------------------------- stale-run sweep
+    @classmethod
+    def sweep_stale(cls, *, include_kept: bool = False) -> list[str]:
+        """Tear down runs of these tests whose owner process is gone (their
+        lock is free). Runs marked with ``mark_kept()`` whose libvirtd still
+        lives are left alone unless ``include_kept``."""
+        if not RUN_ROOT.is_dir():
+            return []
+        with _flock(GLOBAL_LOCK):
+            return cls._sweep_locked(include_kept=include_kept)
+
+    @classmethod
+    def _sweep_locked(cls, *, skip: Iterable[str | None] = (), include_kept: bool = False) -> list[str]:
+        done: list[str] = []
+        skip = set(skip)
+        for d in sorted(RUN_ROOT.iterdir()):
+            if d.name in skip or not RUN_ID_RE.fullmatch(d.name) or d.is_symlink() or not d.is_dir():
+                continue
+            try:
+                rec = json.loads((d / "run.json").read_text())
+            except (OSError, ValueError):
+                continue  # not written by this module: not ours to touch
+            if rec.get("run_id") != d.name or rec.get("state_dir") != str(d):
+                continue
+            fd = _try_flock(d / "lock")
+            if fd is None:
+                continue  # a live run
+            try:
+                host = cls._from_record(rec)
+                if rec.get("kept") and not include_kept and host._owned_pid("libvirtd", "libvirtd"):
+                    continue
+                host._lock_fd, fd = fd, None
+                host.keep_state = False
+                errs = host.stop()
+                done.append(f"{d.name} (netns {host.netns})" + (f": {'; '.join(errs)}" if errs else ""))
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return done
 
     # -------------------------------------------------------------- relays
     def start_proxy(
@@ -604,17 +1167,46 @@ class LibvirtHost:
         if root.find("forward") is not None:
             raise LibvirtHostError("test networks must be isolated (no <forward>)")
         name = root.findtext("name") or ""
-        if not name.startswith(self.prefix):
+        if not name.startswith(str(self.prefix)):
             raise LibvirtHostError(f"network name {name!r} must start with {self.prefix!r}")
+        bridge = root.find("bridge")
+        if bridge is not None and len(bridge.get("name", "")) > 15:
+            raise LibvirtHostError(f"bridge name {bridge.get('name')!r} is longer than 15 characters")
         path = self.state_dir / f"net-{name}.xml"  # type: ignore[operator]
         path.write_text(xml)
         self.virsh("net-define", str(path))
         self.virsh("net-start", name)
         return name
 
+    def create_pool(self, name: str) -> Path:
+        """Define and start a ``dir`` storage pool ``name`` in
+        ``pool_root/<name>`` (removed at stop); returns its directory."""
+        if not name.startswith(str(self.prefix)) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise LibvirtHostError(f"pool name {name!r} must start with {self.prefix!r}")
+        assert self.pool_root is not None and self.state_dir is not None
+        path = self.pool_root / name
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(path, 0o755)
+        xml = textwrap.dedent(
+            f"""\
+            <pool type='dir'>
+              <name>{name}</name>
+              <target>
+                <path>{path}</path>
+                <permissions><mode>0755</mode></permissions>
+              </target>
+            </pool>
+            """
+        )
+        f = self.state_dir / f"pool-{name}.xml"
+        f.write_text(xml)
+        self.virsh("pool-define", str(f))
+        self.virsh("pool-start", name)
+        return path
+
     def dhcp_leases(self, network: str) -> list[dict[str, str]]:
         """Leases of ``network`` as dicts (mac, ip, hostname, ...)."""
-        out = _run(["virsh", "-c", URI, "net-dhcp-leases", network], check=False).stdout
+        out = _run(["virsh", "-c", self.uri, "net-dhcp-leases", network], check=False).stdout
         leases = []
         for line in out.splitlines():
             parts = line.split()
@@ -646,7 +1238,21 @@ class LibvirtHost:
         for name in ["virtlogd", "libvirtd", *self._relay_names()]:
             rec = self._read_pidfile(name)
             procs[name] = rec[0] if rec and _alive(rec[0]) else None
-        return {"netns": self.netns, "netns_exists": self._ns_exists(), "processes": procs}
+        return {
+            "run_id": self.run_id,
+            "uri": self.uri,
+            "state_dir": str(self.state_dir),
+            "netns": self.netns,
+            "netns_exists": self._ns_exists(),
+            "processes": procs,
+        }
 
     def __repr__(self) -> str:
         return f"LibvirtHost({json.dumps(self.status())})"
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    # python3 tests/e2e/libvirt_host.py sweep [--include-kept]
+    if sys.argv[1:2] == ["sweep"]:
+        for line in LibvirtHost.sweep_stale(include_kept="--include-kept" in sys.argv):
+            print("swept", line)

@@ -1,10 +1,13 @@
 """The pgha Debian 12 cloud image boots under libvirt (TCG) and is usable.
 
 Runs tests/e2e/smoke_boot.py: builds (or reuses) the image, starts a private
-libvirtd inside a network namespace, boots one VM on an isolated network,
-SSHes in, loads softdog and runs apt-get update through the package relay,
-then tears everything down. Takes about 2 minutes with a warm image cache
-(about 4 with a cold one).
+libvirtd (tests/e2e/libvirt_host.py: own namespaces, config, socket, state),
+boots one VM on an isolated network with its NoCloud seed attached as
+pulumi-libvirt attaches it (IDE cdrom on machine pc), checks that cloud-init
+found that seed on /dev/sr0 and created the user with the key, SSHes in, loads
+softdog and runs apt-get update through the package relay, then tears
+everything down. Takes about 2 minutes with a warm image cache and an idle
+machine (about 4 with a cold cache).
 
 Needs root and the host tools in libvirt_host.TOOLS (Debian: libvirt-daemon-system
 qemu-system-x86 qemu-utils dnsmasq-base genisoimage tinyproxy-bin socat
@@ -44,6 +47,12 @@ def test_image_boots_and_reaches_packages(tmp_path: Path) -> None:
     assert res["ip"] == smoke_boot.VM_IP
     assert "status: done" in res["cloud_init_status"]
     assert "rc=0" in res["cloud_init_status"]
+    # The seed was read from the IDE cdrom, and it was ours.
+    assert "DataSourceNoCloud" in res["seed_datasource"] and "seed=/dev/sr0" in res["seed_datasource"]
+    assert res["seen_instance_id"] == res["instance_id"]
+    assert res["ssh_user"] == smoke_boot.VM_USER
+    assert "<target dev='hdd' bus='ide'/>" in res["seed_disk_xml"]
+    assert not res.get("teardown_errors")
     assert "/dev/watchdog" in res["watchdog"] and "softdog" in res["watchdog"]
     assert not any(line.startswith(("Err:", "E:")) for line in res["apt_update_tail"])
     # growpart: the root fs fills the 8 GiB overlay, not the 3 GiB image

@@ -99,7 +99,9 @@ def vm_cluster():
                     time.monotonic() - t0)
         yield cluster
     finally:
-        if os.environ.get("PGHA_KEEP_VMS") != "1":
+        if os.environ.get("PGHA_KEEP_VMS") == "1":
+            lab.host.mark_kept()  # until tests/e2e/smoke_boot.py --stop sweeps it
+        else:
             errors = lab.host.stop()
             assert not errors, errors
 

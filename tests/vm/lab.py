@@ -153,7 +153,6 @@ class Lab:
                   <source file={quoteattr(str(seed))}/>
                   <target dev='hdd' bus='ide'/>
                   <serial>cloudinit</serial>
-                  <readonly/>
                 </disk>
                 <interface type='network'>
                   <mac address={quoteattr(nic['mac'])}/>

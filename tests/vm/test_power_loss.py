@@ -48,7 +48,10 @@ def test_single_nodes_lose_power_and_come_back_by_themselves(vm_cluster):
         for kind in ("leader", "replica", "leader", "replica", "leader", "replica",
                      "leader"):
             leader = c.wait_healthy()
-            target = leader if kind == "leader" else next(n for n in c.names if n != leader)
+            # Replicas take turns, so that every node is cut at least once.
+            cut = [r["node"] for r in results]
+            target = leader if kind == "leader" else min(
+                (n for n in c.names if n != leader), key=lambda n: (cut.count(n), n))
             figures = power_cycle(c, target)
             results.append(figures)
             if figures["was_leader"]:
