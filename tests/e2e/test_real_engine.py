@@ -91,8 +91,8 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
     (tmp_path / "state").mkdir()
     stack = auto.create_or_select_stack(
         stack_name=f"e2e{lab.run_id}", work_dir=str(REPO),
-        pulumi_command=auto.PulumiCommand(root=str(wrapper.parent), skip_version_check=True),
-        opts=auto.LocalWorkspaceOptions(env_vars=env))
+        opts=auto.LocalWorkspaceOptions(env_vars=env, pulumi_command=auto.PulumiCommand(
+            root=str(wrapper.parent), skip_version_check=True)))
     timings = Timings()
     gateway = lab.gateway
     settings = {"clusterName": f"e2e{lab.run_id}", "libvirtUri": lab.host.uri,

@@ -1,0 +1,42 @@
+"""The VM tier's reading of the program (tests/vm/plan.py), checked fast: the steps it
+would run over SSH, their order, and what a changed setting re-runs."""
+from tests.vm.plan import VmMocks, plan_for
+
+
+def vm_plan(tmp_path, **extra):
+    image = tmp_path / "image.qcow2"
+    image.write_bytes(b"")
+    settings = {"clusterName": "vmtest", "osFamily": "debian12", "postgresSource": "distro",
+                "postgresVersion": 15, "domainType": "qemu", "networkMode": "none",
+                "networkCidr": "10.232.0.0/24", "baseImage": str(image), **extra}
+    return settings, plan_for(settings, VmMocks())
+
+
+def test_steps_connect_to_reserved_addresses_with_real_keys_in_the_programs_order(tmp_path):
+    _, plan = vm_plan(tmp_path)
+    assert plan.addresses == {"srv1": "10.232.0.10", "srv2": "10.232.0.11",
+                              "srv3": "10.232.0.12"}
+    assert len(plan.steps) == 3 * 6 + 1
+    configure = plan.steps["vmtest-srv2-provision-configure"]
+    assert configure.host == "10.232.0.11" and configure.command == "sudo bash -s"
+    assert configure.private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert configure.host_key.startswith("ssh-ed25519 AAAA")
+    assert configure.after == ("vmtest-srv2-provision-install-patroni",)
+    gate = plan.steps["vmtest-health-gate"]
+    assert {f"vmtest-srv{i}-provision-start" for i in (1, 2, 3)} <= set(gate.after)
+    # The seed the lab boots is the program's cloud-init, with the pinned host key.
+    assert configure.host_key.strip() in plan.seeds["srv2"]["userData"]
+    assert '"srv1": "10.232.0.10"' in plan.health_probe
+    assert len(plan.outputs["passwords"]["superuser_password"]) == 32
+
+
+def test_a_parameter_change_reruns_only_configure_and_the_gate_with_the_same_secrets(
+        tmp_path):
+    settings, _ = vm_plan(tmp_path)
+    mocks = VmMocks()
+    before = plan_for(settings, mocks)
+    assert plan_for(settings, mocks).steps_changed_since(before) == []
+    after = plan_for({**settings, "postgresParameters": {"work_mem": "6MB"}}, mocks)
+    assert sorted(after.steps_changed_since(before)) == sorted(
+        [f"vmtest-srv{i}-provision-configure" for i in (1, 2, 3)] + ["vmtest-health-gate"])
+    assert after.outputs["passwords"] == before.outputs["passwords"]
