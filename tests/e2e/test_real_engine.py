@@ -6,9 +6,10 @@ Runs when the `pulumi` CLI, its Python language host and the four resource plugi
 skips and says which is missing. This is the one skip CI may allow, and only through the
 switch PGHA_ALLOW_MISSING_PULUMI_PLUGINS=1 (no package registry ships the plugins).
 
-The engine runs inside the lab's network namespace (a `pulumi` wrapper under
-`ip netns exec`), so the providers reach libvirt by its private socket and the VMs by SSH,
-and nothing the test starts talks to any other network. Takes 20-30 minutes under TCG.
+The engine runs inside the lab's network namespace: every Automation API call is made from
+a thread that entered it, so the `pulumi` processes it spawns (and their providers) and
+the event server it listens on all live there. The providers reach libvirt by its private
+socket and the VMs by SSH, and nothing the test starts talks to any other network. Takes 20-30 minutes under TCG.
 
 Checks: up; the cluster's outputs work (a row written through dsnReadWrite is read
 through dsnReadOnly); `preview` proposes no change; a PostgreSQL parameter change updates
@@ -25,6 +26,7 @@ import time
 
 import pytest
 
+from tests import netns
 from tests.conftest import ALLOW_MISSING_ENGINE, MISSING_ENGINE, NO_SKIP, REPO
 
 PLUGINS = {"command": "1.2.1", "libvirt": "0.5.4", "random": "4.21.4", "tls": "5.6.2"}
@@ -79,20 +81,17 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
     from tests.vm.plan import Plan
     from tests.vm.remote import Ssh
     lab, image = real_lab
-    wrapper = tmp_path / "pulumi-in-lab" / "bin"
-    wrapper.mkdir(parents=True)
-    (wrapper / "pulumi").write_text(
-        f"#!/bin/sh\nexec ip netns exec {lab.netns} {shutil.which('pulumi')} \"$@\"\n")
-    (wrapper / "pulumi").chmod(0o755)
+    engine = netns.executor(lab.netns, workers=1)
+
+    def in_lab(call, *args, **kwargs):
+        return engine.submit(call, *args, **kwargs).result()
     env = {"PULUMI_BACKEND_URL": f"file://{tmp_path}/state",
            "PULUMI_CONFIG_PASSPHRASE": secrets.token_hex(16),
            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
            "PULUMI_SKIP_UPDATE_CHECK": "true"}
     (tmp_path / "state").mkdir()
-    stack = auto.create_or_select_stack(
-        stack_name=f"e2e{lab.run_id}", work_dir=str(REPO),
-        opts=auto.LocalWorkspaceOptions(env_vars=env, pulumi_command=auto.PulumiCommand(
-            root=str(wrapper.parent), skip_version_check=True)))
+    stack = in_lab(auto.create_or_select_stack, stack_name=f"e2e{lab.run_id}",
+                   work_dir=str(REPO), opts=auto.LocalWorkspaceOptions(env_vars=env))
     timings = Timings()
     gateway = lab.gateway
     settings = {"clusterName": f"e2e{lab.run_id}", "libvirtUri": lab.host.uri,
@@ -102,14 +101,15 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
                 "baseImage": str(image), "storagePool": f"{lab.prefix}-pool",
                 "httpProxy": f"http://{gateway}:3128",
                 "pythonIndexUrl": f"http://{gateway}:8080/simple/"}
-    stack.set_all_config({f"pgha:{k}": auto.ConfigValue(v) for k, v in settings.items()})
+    in_lab(stack.set_all_config, {f"pgha:{k}": auto.ConfigValue(v) for k, v in settings.items()})
     try:
         t0 = time.monotonic()
-        up = stack.up(on_output=print, color="never")
+        up = in_lab(stack.up, on_output=print, color="never")
         timings.add("real: pulumi up (3 VMs)", time.monotonic() - t0)
         outputs = {k: v.value for k, v in up.outputs.items()}
         t0 = time.monotonic()
-        preview = stack.preview(expect_no_changes=True, on_output=print, color="never")
+        preview = in_lab(stack.preview, expect_no_changes=True, on_output=print,
+                         color="never")
         timings.add("real: no-op preview", time.monotonic() - t0)
         assert set(preview.change_summary) == {"same"}, preview.change_summary
 
@@ -125,9 +125,10 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         cluster.wait_for("the row through dsnReadOnly", lambda: cluster.sql(
             outputs["dsnReadOnly"], "SELECT v FROM e2e") == [("real",)], 60)
 
-        stack.set_config("pgha:postgresParameters", auto.ConfigValue('{"work_mem": "6MB"}'))
+        in_lab(stack.set_config, "pgha:postgresParameters",
+               auto.ConfigValue('{"work_mem": "6MB"}'))
         t0 = time.monotonic()
-        changed = stack.up(on_output=print, color="never")
+        changed = in_lab(stack.up, on_output=print, color="never")
         timings.add("real: parameter change up", time.monotonic() - t0)
         summary = changed.summary.resource_changes or {}
         assert "replace" not in summary and "delete" not in summary, summary
@@ -144,14 +145,17 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         timings.add("real: power-on -> old leader streaming", time.time() - t_off)
 
         t0 = time.monotonic()
-        stack.refresh(on_output=print, color="never")
+        # One read at a time: the provider reads every seed back by downloading it, and
+        # parallel downloads can come back short (README, troubleshooting).
+        in_lab(stack.refresh, parallel=1, on_output=print, color="never")
         timings.add("real: refresh", time.monotonic() - t0)
-        stack.preview(expect_no_changes=True, on_output=print, color="never")
+        in_lab(stack.preview, expect_no_changes=True, on_output=print, color="never")
     finally:
         t0 = time.monotonic()
-        stack.destroy(on_output=print, color="never")
+        in_lab(stack.destroy, on_output=print, color="never")
         timings.add("real: destroy", time.monotonic() - t0)
-        stack.workspace.remove_stack(stack.name)
+        in_lab(stack.workspace.remove_stack, stack.name)
+        engine.shutdown()
         print(timings.table())
     left = [line for kind in ("list --all --name", "net-list --all --name")
             for line in lab.virsh(*kind.split()).split() if line.startswith(lab.prefix)]
