@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import runpy
+import secrets
+import string
 from typing import Any, Callable
 
 import pulumi
@@ -26,6 +28,14 @@ COMMAND = "command:remote:Command"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 LOCAL_RUN = "command:local:run"
+
+
+def random_password(length: int = 32) -> str:
+    """A password as the program asks pulumi-random for one (special=False): letters and
+    digits only, so it never starts with '-' (which a command-line tool would take for an
+    option) and needs no quoting in YAML, pgpass files or URIs."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def unwrap(value):

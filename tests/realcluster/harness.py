@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tests import netns, workload
+from tests.pulumi_mocks import random_password
 from tests.workload import CLIENT_TCP, WRITES_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -520,7 +521,8 @@ class Cluster:
                              **PROFILES[profile], **(settings or {})}
         self.spec = config.build_spec(self.raw_settings)
         self.addresses = {n.name: n.address for n in self.spec.nodes}
-        self.secrets = rendering.ClusterSecrets(*(_secrets.token_urlsafe(18) for _ in range(5)))
+        # As the program generates them (a leading '-' would break syncobj_admin -pass).
+        self.secrets = rendering.ClusterSecrets(*(random_password() for _ in range(5)))
         token = _secrets.token_hex(3)
         self.prefix = f"pgrc-{token}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"pgha-rc-{token}-", dir="/tmp"))

@@ -14,8 +14,6 @@ probe) and the stack outputs.
 """
 from __future__ import annotations
 
-import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.pulumi_mocks import (COMMAND, DOMAIN, LOCAL_RUN, NETWORK, PASSWORD, PRIVATE_KEY,
-                                SEED, VOLUME, Program, run_program)
+                                SEED, VOLUME, Program, random_password, run_program)
 
 
 class VmMocks(pulumi.runtime.Mocks):
@@ -47,7 +45,7 @@ class VmMocks(pulumi.runtime.Mocks):
         elif args.typ == PRIVATE_KEY:
             outputs.update(self._keep(args.name, _ed25519_key))
         elif args.typ == PASSWORD:
-            outputs.update(self._keep(args.name, lambda: {"result": _password(
+            outputs.update(self._keep(args.name, lambda: {"result": random_password(
                 int(args.inputs.get("length", 32)))}))
         elif args.typ == COMMAND:
             outputs.update(stdout="", stderr="")
@@ -67,11 +65,6 @@ def _ed25519_key() -> dict[str, str]:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
     return {"privateKeyOpenssh": private, "publicKeyOpenssh": public + "\n"}
-
-
-def _password(length: int) -> str:
-    alphabet = string.ascii_letters + string.digits  # as the program asks (special=False)
-    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 @dataclass(frozen=True)
