@@ -11,7 +11,6 @@ import pulumi
 import pulumi_libvirt as libvirt
 import pulumi_random as random
 import pulumi_tls as tls
-
 from pulumi_command import local
 
 from components import health, rendering

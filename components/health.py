@@ -4,7 +4,7 @@ A probe (rendering.render_health_probe) runs on the machine that runs Pulumi thr
 `command:local:run` invoke: invokes run in every program execution and leave nothing in
 the state, so a healthy, unchanged stack still previews as "no changes" while a degraded
 one is reported as warnings that name the node and the next step. This module is pure:
-it renders the probe and judges its output; components/cluster.py wires it.
+it judges the probe's output; components/cluster.py wires probe and report.
 """
 from __future__ import annotations
 
@@ -49,9 +49,12 @@ def health_findings(spec: ClusterSpec, addresses: Mapping[str, str],
     if cluster.get("pause"):
         warnings.append("the cluster is in maintenance mode (paused): no automatic "
                         f"failover. Resume with `patronictl -c {config} resume`.")
-    if len(leaders) != 1:
-        warnings.append(f"{'no' if not leaders else len(leaders)} running leader(s): "
-                        f"writes are not possible. See `{patronictl}` on any node.")
+    if not leaders:
+        warnings.append(f"no running leader: writes are not possible. See `{patronictl}` "
+                        f"on any node.")
+    elif len(leaders) > 1:
+        warnings.append(f"{len(leaders)} running leaders ({', '.join(leaders)}): see "
+                        f"`{patronictl}` on any node.")
     for name in addresses:
         member = members.get(name)
         if name in unreachable:
@@ -60,14 +63,12 @@ def health_findings(spec: ClusterSpec, addresses: Mapping[str, str],
             warnings.append(f"{name} is not a member of the Patroni cluster: "
                             f"`sudo journalctl -u patroni -n 50` on {name}.")
             continue
-        if name in leaders:
-            pass
-        elif member.get("state") not in RUNNING_REPLICA_STATES:
+        if name not in leaders and member.get("state") not in RUNNING_REPLICA_STATES:
             warnings.append(f"{name} is a replica in state {member.get('state')!r}, not "
                             f"streaming: `sudo journalctl -u patroni -n 50` on {name}; if "
                             f"it cannot catch up, `patronictl -c {config} reinit "
                             f"{spec.cluster_name} {name}`.")
-        elif isinstance(member.get("lag"), int) and \
+        elif name not in leaders and isinstance(member.get("lag"), int) and \
                 member["lag"] > spec.maximum_lag_on_failover:
             warnings.append(f"{name} lags {member['lag']} bytes behind the leader (more than "
                             f"maximumLagOnFailover): it cannot take over until it catches up.")

@@ -44,7 +44,9 @@ def test_a_node_whose_patroni_is_down_is_named_with_what_to_do():
 
 @pytest.mark.parametrize("members, expected", [
     ([member("srv1", "replica", "streaming"), member("srv2", "replica", "streaming"),
-      member("srv3", "replica", "streaming")], "no running leader(s)"),
+      member("srv3", "replica", "streaming")], "no running leader: writes are not possible"),
+    ([member("srv1", "leader", "running"), member("srv2", "leader", "running"),
+      member("srv3", "sync_standby", "streaming")], "2 running leaders (srv1, srv2)"),
     ([member("srv1", "leader", "running"), member("srv2", "sync_standby", "streaming"),
       member("srv3", "replica", "starting")], "srv3 is a replica in state 'starting'"),
     ([member("srv1", "leader", "running"), member("srv2", "replica", "streaming"),
