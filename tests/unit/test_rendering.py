@@ -174,7 +174,7 @@ def test_unit_runs_patroni_as_postgres_with_restart_and_reload():
     assert "StartLimitBurst" not in unit
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "KillMode=process" in unit
     assert "ExecStart=/opt/patroni/bin/patroni /etc/patroni/patroni.yml" in unit
-    check = ("ExecStartPre=/opt/patroni/bin/python /usr/local/sbin/pgha-raft-journal-check "
+    check = ("ExecStartPre=/opt/patroni/bin/python -I -S /usr/local/sbin/pgha-raft-journal-check "
              "/var/lib/pgha/raft")
     assert "ExecStartPre=+/usr/local/sbin/pgha-ensure-softdog" in unit and check in unit
     # The softdog goes with the watchdog; the journal check never does.
