@@ -130,8 +130,9 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         cluster.wait_for("the row through dsnReadOnly", lambda: cluster.sql(
             outputs["dsnReadOnly"], "SELECT v FROM e2e") == [("real",)], 60)
 
-        in_lab(stack.set_config, "pgha:postgresParameters",
-               auto.ConfigValue('{"work_mem": "6MB"}'))
+        # As a user would: `pulumi config set --path pgha:postgresParameters.work_mem 6MB`.
+        in_lab(stack.set_config, "pgha:postgresParameters.work_mem", auto.ConfigValue("6MB"),
+               path=True)
         t0 = time.monotonic()
         changed = in_lab(stack.up, on_output=print, color="never")
         timings.add("real: parameter change up", time.monotonic() - t0)
