@@ -552,7 +552,9 @@ class Cluster:
             config_dir=str(d), config=str(d / "patroni.yml"), venv=str(self.runtime.venv),
             raft_dir=str(d / "raft"), data_dir=str(d / "data"),
             bin_dir=str(self.runtime.pg_bin), pgpass=str(d / "pgpass"),
-            socket_dir=str(d / "run"), watchdog_script="/nonexistent")
+            socket_dir=str(d / "run"), watchdog_script="/nonexistent",
+            # Patroni is started directly here; a killed process leaves its journal whole.
+            journal_check="/nonexistent")
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets)
         config = rendering.with_local_paths(rendering.parse_patroni_yml(text), paths,
                                             watchdog_mode="off")
