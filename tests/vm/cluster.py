@@ -98,6 +98,18 @@ class VmCluster:
                    if m.get("role") == "leader" and m.get("state") == "running"]
         return leaders[0] if len(leaders) == 1 else None
 
+    def wait_new_leader(self, old: str, timeout: float) -> str:
+        """Wait until a running leader other than `old` exists; return its name."""
+        def new_leader() -> str | None:
+            leader = self.leader()
+            return leader if leader not in (None, old) else None
+        return self.wait_for(f"a leader other than {old}", new_leader, timeout, 0.5)
+
+    def patroni_pids(self) -> dict[str, str]:
+        """Patroni's main PID on every node: unchanged means Patroni was not restarted."""
+        return {n: self.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
+                for n in self.names}
+
     def health(self) -> tuple[list[str], str]:
         """The program's own verdict: its probe (the invoke it runs on every up and
         preview), run from the lab's namespace, judged by components/health.py."""

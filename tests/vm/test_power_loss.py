@@ -27,9 +27,7 @@ def power_cycle(c: VmCluster, name: str) -> dict:
     t_off = c.lab.power_off(c.domain(name))
     figures = {"node": name, "was_leader": was_leader}
     if was_leader:
-        new = c.wait_for("a new leader", lambda: (lambda l: l if l not in (None, name)
-                                                  else None)(c.leader()),
-                         timeout=c.spec.ttl * 4, interval=0.5)
+        new = c.wait_new_leader(name, timeout=c.spec.ttl * 4)
         figures["failover_s"] = time.time() - t_off
         figures["new_leader"] = new
     t_on = c.lab.power_on(c.domain(name))
@@ -78,9 +76,7 @@ def test_a_frozen_leader_is_reset_by_the_watchdog_and_rejoins(vm_cluster):
     t_freeze = time.time()
     frozen = c.sh(leader, "sudo kill -STOP $(systemctl show -p MainPID --value patroni)")
     assert frozen.returncode == 0, frozen
-    new = c.wait_for("a new leader", lambda: (lambda l: l if l not in (None, leader)
-                                              else None)(c.leader()),
-                     timeout=c.spec.ttl * 4, interval=0.5)
+    new = c.wait_new_leader(leader, timeout=c.spec.ttl * 4)
     c.timings.add("Patroni frozen on the leader -> new leader", time.time() - t_freeze)
     assert new != leader
 

@@ -34,13 +34,11 @@ def test_a_row_written_through_the_read_write_dsn_is_read_through_the_read_only_
 def test_running_every_step_again_changes_nothing(vm_cluster):
     c = vm_cluster
     c.wait_healthy()
-    pids = {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
-            for n in c.names}
+    pids = c.patroni_pids()
     results = c.run_steps()
     changed = {n: r.changes for n, r in results.items() if r.changes != "pgha: no changes"}
     assert changed == {}
-    assert {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
-            for n in c.names} == pids
+    assert c.patroni_pids() == pids
 
 
 def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_cluster):
@@ -55,13 +53,11 @@ def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_clus
     configure = sorted(n for n in after.steps if n.endswith("-provision-configure"))
     gate = [n for n in after.steps if n.endswith("-health-gate")]
     assert changed == sorted(configure + gate)
-    pids = {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
-            for n in c.names}
+    pids = c.patroni_pids()
     c.plan = after  # the stack now says so, as a user's would after `pulumi up`
     results = c.run_steps(changed)
     assert all("reloaded patroni" in results[n].changes for n in configure)
     for name in c.names:
         c.wait_for(f"work_mem={wanted} on {name}", lambda n=name: c.sql(
             c.node_dsn(n), "SHOW work_mem") == [(wanted,)], timeout=60)
-    assert {n: c.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()
-            for n in c.names} == pids
+    assert c.patroni_pids() == pids
