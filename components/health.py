@@ -17,6 +17,13 @@ from components.rendering import node_paths
 RUNNING_REPLICA_STATES = ("streaming",)
 
 
+def _running_leader(cluster: Mapping[str, Any]) -> str | None:
+    """The one running leader in one node's view of the cluster, if it has exactly one."""
+    leaders = [m["name"] for m in cluster.get("members", [])
+               if m.get("role") in ("leader", "standby_leader") and m.get("state") == "running"]
+    return leaders[0] if len(leaders) == 1 else None
+
+
 def health_findings(spec: ClusterSpec, addresses: Mapping[str, str],
                     probe_stdout: str) -> tuple[list[str], str]:
     """(warnings, summary) from the probe's output: one warning per problem, each naming
@@ -46,6 +53,17 @@ def health_findings(spec: ClusterSpec, addresses: Mapping[str, str],
     members = {m["name"]: m for m in cluster.get("members", [])}
     leaders = [n for n, m in members.items() if m.get("role") in ("leader", "standby_leader")
                and m.get("state") == "running"]
+    # Each node answers from its own copy of the DCS; right after an election or a
+    # restart those copies can differ for a moment. "Healthy" means they agree.
+    seen = {name: _running_leader(view["cluster"]) for name, view in views.items()
+            if "cluster" in view}
+    if len(set(seen.values())) > 1:
+        warnings.append("the nodes disagree about the leader ("
+                        + ", ".join(f"{name} sees {leader or 'none'}"
+                                    for name, leader in sorted(seen.items()))
+                        + "): the DCS is still converging, or a node is cut off from its "
+                        f"peers. Check again in {spec.loop_wait} s; if it persists, "
+                        f"`{patronictl}` on each node.")
     if cluster.get("pause"):
         warnings.append("the cluster is in maintenance mode (paused): no automatic "
                         f"failover. Resume with `patronictl -c {config} resume`.")

@@ -87,3 +87,15 @@ def test_the_probe_reports_unreachable_nodes_without_failing():
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert set(report) == set(addresses) and all("error" in v for v in report.values())
+
+
+def test_nodes_that_disagree_about_the_leader_are_not_healthy():
+    # srv1 still has an old copy of the DCS: no running leader in its view.
+    stale = {"members": [member("srv1", "replica", "streaming"),
+                         member("srv2", "sync_standby", "streaming"),
+                         member("srv3", "replica", "streaming")]}
+    out = probe_output({"srv2": {"cluster": stale}})
+    warnings, summary = health.health_findings(SPEC, ADDRESSES, out)
+    assert summary == "cluster degraded: 1 problem(s)"
+    assert warnings[0].startswith("the nodes disagree about the leader (srv1 sees srv1, "
+                                  "srv2 sees none, srv3 sees srv1)"), warnings

@@ -135,8 +135,14 @@ class VmCluster:
                              + f"; health: {self.health()}")
 
     def wait_healthy(self, timeout: float = 600) -> str:
-        self.wait_for("a healthy cluster", lambda: not self.health()[0], timeout, 3)
-        return self.leader() or ""
+        """Wait until the program's probe finds nothing wrong and then the leader read
+        back is the one it named; return that leader."""
+        def healthy_leader() -> str | None:
+            warnings, summary = self.health()
+            leader = None if warnings else self.leader()
+            return leader if leader and summary.startswith(
+                f"cluster healthy: leader {leader},") else None
+        return self.wait_for("a healthy cluster", healthy_leader, timeout, 3)
 
     def password(self) -> str:
         return self.plan.outputs["passwords"]["superuser_password"]
