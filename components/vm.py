@@ -47,9 +47,13 @@ class LibvirtNode(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             args.ssh_public_key, args.host_private_key, args.host_public_key,
         ).apply(lambda keys: render_cloud_init(spec, node, *keys))
+        # cloud-init reads the seed once, at the VM's first boot. A later change of what
+        # it would say (a newer template of this program) must not rebuild the seed: the
+        # domain refers to it, so a new seed would replace the VM and wipe its data.
         seed = libvirt.CloudInitDisk(
             f"{name}-seed", name=f"{libvirt_name}-seed.iso", pool=spec.storage_pool,
-            user_data=user_data, opts=child)
+            user_data=user_data,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["userData"]))
 
         interface = libvirt.DomainNetworkInterfaceArgs(
             mac=node.mac, hostname=node.name, wait_for_lease=True,

@@ -62,6 +62,7 @@ class Registration:
                             v.struct_value.fields[SECRET_SIG].string_value == SECRET_VALUE}
         self.additional_secret_outputs = set(request.additionalSecretOutputs)
         self.custom_timeouts = request.customTimeouts
+        self.ignore_changes = list(request.ignoreChanges)
         self.inputs = inputs
 
     @property

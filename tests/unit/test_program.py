@@ -193,6 +193,18 @@ def test_seed_is_the_providers_own_cdrom_and_nothing_rewrites_the_domain_xml(pro
         assert len(domain.inputs["disks"]) == 1 and "volumeId" in domain.inputs["disks"][0]
 
 
+def test_a_changed_cloud_init_template_does_not_rebuild_seeds_or_vms(program):
+    """The seed is read at first boot only; a new seed would replace its domain."""
+    prog, count = program
+    seeds = prog.of_type("libvirt:index/cloudInitDisk:CloudInitDisk")
+    assert len(seeds) == count
+    for seed in seeds:
+        assert seed.ignore_changes == ["userData"], seed.name
+    for other in prog.registrations:
+        if other.type != "libvirt:index/cloudInitDisk:CloudInitDisk":
+            assert other.ignore_changes == [], other.name
+
+
 def test_commands_send_no_previous_output_and_domains_no_update_timeout(program):
     prog, _ = program
     for cmd in prog.of_type(COMMAND):

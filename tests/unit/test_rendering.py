@@ -194,7 +194,7 @@ def test_cloud_init_is_cloud_config_with_key_and_pinned_host_key():
     user = data["users"][0]
     assert user["name"] == "pgha" and user["lock_passwd"] is True
     assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAuser me"]
-    assert data["ssh_genkeytypes"] == [] and data["ssh_deletekeys"] is True
+    assert data["ssh_genkeytypes"] == ["ed25519"] and data["ssh_deletekeys"] is True
     assert data["ssh_keys"]["ed25519_public"] == "ssh-ed25519 AAAAhost"
     assert "passwd" not in user and "password" not in text
 

@@ -19,6 +19,28 @@ def test_up_builds_a_healthy_cluster_with_the_watchdog_held(vm_cluster):
         assert c.sh(name, "systemctl is-active pgha-raft-flush").stdout.strip() == "active"
 
 
+def test_every_node_booted_from_its_seed_on_the_ide_cdrom_and_grew_its_disk(vm_cluster):
+    # The seed is attached as pulumi-libvirt attaches a cloud-init disk (IDE cdrom hdd on
+    # machine pc); the image's kernel must find it there, and the root filesystem must
+    # fill the disk the stack asks for, not the image's 3 GiB.
+    c = vm_cluster
+    for name in c.names:
+        xml = c.lab.virsh("dumpxml", c.domain(name))
+        assert "<target dev='hdd' bus='ide'/>" in xml
+        seen = c.sh(name, "sudo cat /var/lib/cloud/instance/datasource "
+                          "/var/lib/cloud/data/instance-id; cloud-init status")
+        assert "DataSourceNoCloud" in seen.stdout and "seed=/dev/sr0" in seen.stdout, seen
+        assert "status: done" in seen.stdout, seen
+        # What the program rendered is valid for the image's cloud-init, and the only
+        # SSH host key is the one it pinned.
+        schema = c.sh(name, "sudo cloud-init schema --system")
+        assert schema.returncode == 0 and "Valid cloud-config" in schema.stdout, schema
+        keys = c.sh(name, "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$'").stdout.strip()
+        assert keys == "1", (name, keys)
+        size_gib = int(c.sh(name, "df --output=size -B1 / | tail -n1").stdout) / 2**30
+        assert c.spec.disk_gib - 1 < size_gib <= c.spec.disk_gib, (name, size_gib)
+
+
 def test_a_row_written_through_the_read_write_dsn_is_read_through_the_read_only_dsn(
         vm_cluster):
     c = vm_cluster
