@@ -96,6 +96,25 @@ def health_findings(spec: ClusterSpec, addresses: Mapping[str, str],
     for name in sorted(set(members) - set(addresses)):
         warnings.append(f"member {name} is in the cluster but not in this stack: remove it "
                         f"from Raft if it is gone for good.")
+    # The DCS copy a node serves can predate a restart (after a power loss every node
+    # first serves what it had on disk). Each node's own report is the truth about it.
+    for name in addresses:
+        own = views.get(name, {}).get("self")
+        member = members.get(name)
+        if not own or member is None:
+            continue
+        if name in leaders and (own.get("role") not in ("primary", "master", "standby_leader")
+                                or own.get("state") != "running"):
+            warnings.append(f"the DCS names {name} the running leader but {name} itself "
+                            f"reports role {own.get('role')!r}, state {own.get('state')!r}: "
+                            f"the cluster is still recovering or the DCS copy is stale. "
+                            f"Check again in {spec.loop_wait} s; if it persists, "
+                            f"`sudo journalctl -u patroni -n 50` on {name}.")
+        elif name not in leaders and member.get("state") in RUNNING_REPLICA_STATES and \
+                own.get("replication_state") not in RUNNING_REPLICA_STATES:
+            warnings.append(f"{name} is not streaming: it reports state {own.get('state')!r}, "
+                            f"replication {own.get('replication_state')!r} (the DCS still "
+                            f"says streaming). `sudo journalctl -u patroni -n 50` on {name}.")
     sync = [n for n, m in members.items() if m.get("role") == "sync_standby"]
     if spec.synchronous_mode and leaders and not sync:
         warnings.append("synchronous mode is on but no replica is a synchronous standby: a "

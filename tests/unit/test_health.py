@@ -21,8 +21,16 @@ HEALTHY = {"members": [member("srv1", "leader", "running"),
                        member("srv3", "replica", "streaming", lag=0)]}
 
 
+# What each node's own Patroni says about itself (GET /patroni) in the healthy cluster.
+SELF = {"srv1": {"state": "running", "role": "primary"},
+        "srv2": {"state": "running", "role": "replica", "replication_state": "streaming",
+                 "sync_standby": True},
+        "srv3": {"state": "running", "role": "replica", "replication_state": "streaming"}}
+
+
 def probe_output(views):
-    return json.dumps({name: views.get(name, {"cluster": HEALTHY}) for name in ADDRESSES})
+    return json.dumps({name: views.get(name, {"cluster": HEALTHY, "self": SELF[name]})
+                       for name in ADDRESSES})
 
 
 def test_a_healthy_cluster_gives_no_warning_and_a_summary():
@@ -99,3 +107,87 @@ def test_nodes_that_disagree_about_the_leader_are_not_healthy():
     assert summary == "cluster degraded: 1 problem(s)"
     assert warnings[0].startswith("the nodes disagree about the leader (srv1 sees srv1, "
                                   "srv2 sees none, srv3 sees srv1)"), warnings
+
+
+def test_a_stale_dcs_copy_after_a_full_power_loss_is_not_healthy():
+    # Every node first serves the DCS as it was before the outage: it looks healthy, but
+    # the nodes themselves say otherwise.
+    recovering = {"srv1": {"state": "stopped", "role": "replica"},
+                  "srv2": {"state": "starting", "role": "replica"},
+                  "srv3": {"state": "running", "role": "replica",
+                           "replication_state": None}}
+    out = probe_output({n: {"cluster": HEALTHY, "self": recovering[n]} for n in ADDRESSES})
+    warnings, summary = health.health_findings(SPEC, ADDRESSES, out)
+    assert summary == "cluster degraded: 3 problem(s)"
+    assert warnings[0].startswith("the DCS names srv1 the running leader but srv1 itself "
+                                  "reports role 'replica', state 'stopped'"), warnings
+    assert warnings[1].startswith("srv2 is not streaming: it reports state 'starting'")
+    assert warnings[2].startswith("srv3 is not streaming: it reports state 'running', "
+                                  "replication None")
+
+
+@pytest.fixture
+def three_patronis():
+    """Three fake Patroni REST APIs on 127.0.0.1-3 (one port): every node serves the
+    healthy DCS view and its own report from `selves` (a test may change it)."""
+    import http.server
+    import threading
+
+    servers, selves = [], dict(SELF)
+    for i, name in enumerate(ADDRESSES, start=1):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            node = name
+
+            def do_GET(self):
+                body = {"/cluster": HEALTHY, "/patroni": selves[self.node]}.get(self.path)
+                self.send_response(200 if body else 404)
+                self.end_headers()
+                self.wfile.write(json.dumps(body).encode())
+
+            def log_message(self, *args):
+                pass
+        port = servers[0].server_address[1] if servers else 0
+        server = http.server.ThreadingHTTPServer((f"127.0.0.{i}", port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield ({name: f"127.0.0.{i}" for i, name in enumerate(ADDRESSES, start=1)},
+           servers[0].server_address[1], selves)
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_probe_reads_each_nodes_dcs_view_and_its_own_report(three_patronis):
+    addresses, port, _ = three_patronis
+    probe = rendering.render_health_probe(build_spec({}), addresses)
+    p = subprocess.run([sys.executable, "-"], input=probe.replace("8008", str(port)),
+                       text=True, capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["srv2"] == {"cluster": HEALTHY, "self": SELF["srv2"]}
+    warnings, summary = health.health_findings(SPEC, addresses, p.stdout)
+    assert (warnings, summary) == (
+        [], "cluster healthy: leader srv1, sync standby srv2, streaming srv3")
+
+
+def run_gate(addresses, port, timeout_s):
+    import re
+    spec = build_spec({})
+    script = rendering.render_health_gate_script(spec, addresses)
+    gate = re.search(r"<<'PY'\n(.*)\nPY", script, re.S).group(1)
+    gate = gate.replace("8008", str(port))
+    gate = re.sub(r"^TIMEOUT = \d+$", f"TIMEOUT = {timeout_s}", gate, flags=re.M)
+    return subprocess.run([sys.executable, "-"], input=gate, text=True,
+                          capture_output=True, timeout=60)
+
+
+def test_the_gate_passes_only_when_each_node_confirms_its_part(three_patronis):
+    addresses, port, selves = three_patronis
+    passed = run_gate(addresses, port, 0)
+    assert passed.returncode == 0, passed.stderr
+    assert json.loads(passed.stdout.splitlines()[0])["leader"] == "srv1"
+    # The same DCS view, but srv1 has not started PostgreSQL yet (a stale copy).
+    selves["srv1"] = {"state": "stopped", "role": "replica"}
+    failed = run_gate(addresses, port, 0)
+    assert failed.returncode == 1
+    assert "srv1=replica/stopped/None" in failed.stderr, failed.stderr

@@ -93,6 +93,17 @@ class VmCluster:
         view = self.cluster_view() or {}
         return {m["name"]: m for m in view.get("members", [])}
 
+    def streaming(self, name: str) -> bool:
+        """`name` itself says it streams from a primary (its /patroni), and the leader's
+        view of the DCS agrees. A node's own /cluster can be a stale copy right after it
+        boots, showing it as it was before the power went."""
+        own = self.rest(name, "/patroni")
+        leader = self.leader()
+        return (own.get("replication_state") == "streaming" and leader is not None
+                and self.rest(leader, "/cluster") is not None
+                and {m["name"]: m for m in self.rest(leader, "/cluster")["members"]}
+                .get(name, {}).get("state") == "streaming")
+
     def leader(self) -> str | None:
         leaders = [n for n, m in self.members().items()
                    if m.get("role") == "leader" and m.get("state") == "running"]

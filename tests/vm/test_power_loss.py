@@ -32,8 +32,8 @@ def power_cycle(c: VmCluster, name: str) -> dict:
         figures["new_leader"] = new
     t_on = c.lab.power_on(c.domain(name))
     t_boot = wait_booted(c, name)
-    c.wait_for(f"{name} streaming again", lambda: c.members().get(name, {}).get("state")
-               == "streaming", timeout=REJOIN_AFTER_BOOT_S + 240, interval=1)
+    c.wait_for(f"{name} streaming again", lambda: c.streaming(name),
+               timeout=REJOIN_AFTER_BOOT_S + 240, interval=1)
     t_back = time.time()
     figures.update(boot_s=t_boot - t_on, rejoin_after_boot_s=t_back - t_boot)
     return figures
@@ -86,8 +86,8 @@ def test_a_frozen_leader_is_reset_by_the_watchdog_and_rejoins(vm_cluster):
     c.wait_for(f"softdog to reset {leader}", rebooted, timeout=600, interval=3)
     t_boot = time.time()
     c.timings.add("Patroni frozen -> watchdog reset and booted", t_boot - t_freeze)
-    c.wait_for(f"{leader} streaming again", lambda: c.members().get(leader, {}).get(
-        "state") == "streaming", timeout=REJOIN_AFTER_BOOT_S + 240)
+    c.wait_for(f"{leader} streaming again", lambda: c.streaming(leader),
+               timeout=REJOIN_AFTER_BOOT_S + 240)
     c.timings.add("watchdog reset: boot -> streaming again", time.time() - t_boot)
     assert time.time() - t_boot <= REJOIN_AFTER_BOOT_S
     c.wait_healthy()
