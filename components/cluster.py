@@ -120,7 +120,9 @@ class PatroniCluster(pulumi.ComponentResource):
         first `up` reports only once the cluster was built."""
         probe = pulumi.Output.all(self.node_ips, gate.id).apply(
             lambda v: rendering.render_health_probe(spec, v[0]))
-        result = local.run_output(command=f"{shlex.quote(sys.executable)} -", stdin=probe)
+        # Its stdout is a report for health.py, not for the user's terminal.
+        result = local.run_output(command=f"{shlex.quote(sys.executable)} -", stdin=probe,
+                                  logging=local.Logging.STDERR)
 
         def report(values) -> None:
             ips, stdout = values

@@ -79,6 +79,13 @@ def real_lab(tmp_path):
         lab.host.stop()
 
 
+
+def libvirt_ids(deployment) -> dict[str, str]:
+    """URN -> provider ID of every libvirt resource in an exported stack: a replaced VM,
+    disk, seed or network gets a new ID."""
+    return {r["urn"]: r.get("id") for r in deployment.deployment["resources"]
+            if r["type"].startswith("libvirt:index/")}
+
 def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_path):
     from pulumi import automation as auto
 
@@ -133,11 +140,24 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         # As a user would: `pulumi config set --path pgha:postgresParameters.work_mem 6MB`.
         in_lab(stack.set_config, "pgha:postgresParameters.work_mem", auto.ConfigValue("6MB"),
                path=True)
+        vms_before = libvirt_ids(in_lab(stack.export_stack))
+        replaced: list[str] = []
+
+        def record_replacements(event) -> None:
+            pre = event.resource_pre_event
+            if pre and pre.metadata.op.value in ("replace", "create-replacement", "delete-replaced",
+                                                     "delete"):
+                replaced.append(pre.metadata.urn)
         t0 = time.monotonic()
-        changed = in_lab(stack.up, on_output=print, color="never")
+        changed = in_lab(stack.up, on_output=print, color="never", on_event=record_replacements)
         timings.add("real: parameter change up", time.monotonic() - t0)
         summary = changed.summary.resource_changes or {}
-        assert "replace" not in summary and "delete" not in summary, summary
+        assert "delete" not in summary and "create" not in summary, summary
+        # No VM, disk or seed is touched; the one replaced resource is the health gate,
+        # whose triggers are the configure steps (it runs again after them by design).
+        assert libvirt_ids(in_lab(stack.export_stack)) == vms_before
+        assert replaced and all(urn.endswith("::" + f"e2e{lab.run_id}-health-gate")
+                                for urn in replaced), replaced
         assert cluster.sql(outputs["dsnReadWrite"], "SHOW work_mem") == [("6MB",)]
 
         leader = outputs["leaderAtCreation"]

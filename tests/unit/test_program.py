@@ -220,5 +220,6 @@ def test_every_run_reports_health_through_an_invoke_after_the_gate(monkeypatch):
     prog = run_program({})
     (probe,) = prog.invokes_of("command:local:run")
     assert '"srv1": "203.0.113.11"' in probe["stdin"] and probe["command"].endswith(" -")
+    assert probe["logging"] == "stderr"  # the JSON report is not shown to the user
     # The mocked probe printed no report: the run says so instead of staying silent.
     assert any("pgha health: cluster health unknown" in w for w in warned)
