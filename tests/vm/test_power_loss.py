@@ -9,9 +9,10 @@ import time
 from tests.vm.cluster import VmCluster
 
 # A node is booted when its SSH answers; from then on it must rejoin within this. Under
-# QEMU emulation (TCG) a former leader needs about 70 s: Patroni's Python alone takes
-# ~25 s to start, then crash recovery, pg_rewind and a restart; replicas 25-60 s.
-REJOIN_AFTER_BOOT_S = 120
+# QEMU emulation (TCG, 3 VMs on 2 host cores) a former leader took 50-103 s: Patroni's
+# Python alone takes 22-32 s to start, then crash recovery, pg_rewind and a restart;
+# replicas 38-74 s. With hardware virtualization these are a fraction.
+REJOIN_AFTER_BOOT_S = 150
 
 
 def wait_booted(c: VmCluster, name: str) -> float:
