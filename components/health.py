@@ -17,10 +17,15 @@ from components.rendering import node_paths
 RUNNING_REPLICA_STATES = ("streaming",)
 
 
+def _running_leaders(cluster: Mapping[str, Any]) -> list[str]:
+    """The members one node's view of the cluster shows as running leaders."""
+    return [m["name"] for m in cluster.get("members", [])
+            if m.get("role") in ("leader", "standby_leader") and m.get("state") == "running"]
+
+
 def _running_leader(cluster: Mapping[str, Any]) -> str | None:
     """The one running leader in one node's view of the cluster, if it has exactly one."""
-    leaders = [m["name"] for m in cluster.get("members", [])
-               if m.get("role") in ("leader", "standby_leader") and m.get("state") == "running"]
+    leaders = _running_leaders(cluster)
     return leaders[0] if len(leaders) == 1 else None
 
 
@@ -51,8 +56,7 @@ def health_findings(spec: ClusterSpec, addresses: Mapping[str, str],
     # The view with the most members is the most complete one (they normally agree).
     cluster = max(answered, key=lambda c: len(c.get("members", [])))
     members = {m["name"]: m for m in cluster.get("members", [])}
-    leaders = [n for n, m in members.items() if m.get("role") in ("leader", "standby_leader")
-               and m.get("state") == "running"]
+    leaders = _running_leaders(cluster)
     # Each node answers from its own copy of the DCS; right after an election or a
     # restart those copies can differ for a moment. "Healthy" means they agree.
     seen = {name: _running_leader(view["cluster"]) for name, view in views.items()

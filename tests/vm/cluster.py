@@ -97,12 +97,13 @@ class VmCluster:
         """`name` itself says it streams from a primary (its /patroni), and the leader's
         view of the DCS agrees. A node's own /cluster can be a stale copy right after it
         boots, showing it as it was before the power went."""
-        own = self.rest(name, "/patroni")
+        if self.rest(name, "/patroni").get("replication_state") != "streaming":
+            return False
         leader = self.leader()
-        return (own.get("replication_state") == "streaming" and leader is not None
-                and self.rest(leader, "/cluster") is not None
-                and {m["name"]: m for m in self.rest(leader, "/cluster")["members"]}
-                .get(name, {}).get("state") == "streaming")
+        if leader is None:
+            return False
+        members = {m["name"]: m for m in self.rest(leader, "/cluster").get("members", [])}
+        return members.get(name, {}).get("state") == "streaming"
 
     def leader(self) -> str | None:
         leaders = [n for n, m in self.members().items()
