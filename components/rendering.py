@@ -108,12 +108,18 @@ def _peers(node: NodeSpec, addresses: Mapping[str, str]) -> list[str]:
 
 
 def render_patroni_yml(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
-                       secrets: ClusterSecrets, paths: NodePaths | None = None) -> str:
-    """patroni.yml for `node`; `addresses` maps every node name to its IP, in node order."""
+                       secrets: ClusterSecrets, paths: NodePaths | None = None,
+                       backup: Mapping[str, Any] | None = None) -> str:
+    """patroni.yml for `node`; `addresses` maps every node name to its IP, in node order.
+    `backup`: what backups add (components.backup.patroni_settings), or None."""
+    parameters = postgres_parameters(spec)
+    if backup:
+        # After the user's parameters: archiving is the backup's, not a tunable.
+        parameters.update(backup["parameters"])
     return _render(
         "patroni.yml.j2", spec=spec, node=node, address=addresses[node.name],
         peers=_peers(node, addresses), members=list(addresses.values()),
-        client_cidrs=spec.hba_cidrs, parameters=postgres_parameters(spec),
+        client_cidrs=spec.hba_cidrs, parameters=parameters, backup=backup,
         secrets=secrets, paths=paths or node_paths(spec), tags=node.tags)
 
 

@@ -1,0 +1,159 @@
+"""Backups and point-in-time recovery with pgBackRest: pure rendering, spec in, text out.
+
+Topology (pgBackRest's "dedicated repository host"): the repository lives on its own
+host, which runs `pgbackrest server` (TLS, client certificates) for the database nodes'
+archive-push/archive-get, and runs the scheduled backups itself. Every database node
+runs `pgbackrest server` too, so that the repository host can take a backup from it
+(from a replica where it can: backup-standby). No SSH and no password between them:
+each side proves itself with a certificate signed by the cluster's own CA, and a server
+admits only the certificate names listed in its tls-server-auth.
+
+The repository's encryption passphrase exists only on the repository host: with a remote
+repository pgBackRest encrypts there, so a database node never holds it.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from components.rendering import TEMPLATES_DIR, USERS, _env  # noqa: F401 - one Jinja env
+
+TLS_PORT = 8432
+COMPRESS_TYPES = ("zst", "lz4", "gz", "bz2", "none")
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    stanza: str  # the cluster's name: one stanza per cluster
+    repo_address: str
+    retention_full: int  # full backups kept (with the WAL they need)
+    full_schedule: str  # systemd OnCalendar
+    diff_schedule: str  # systemd OnCalendar; empty: no differential backups
+    encrypt: bool  # aes-256-cbc with a generated passphrase
+    compress_type: str
+    compress_level: int | None
+    # Asynchronous archive-push queues WAL on the primary while the repository is away;
+    # beyond this the queue is dropped (the primary keeps running, the archive has a gap
+    # until the next full backup) instead of filling the disk.
+    archive_push_queue_max: str
+    process_max: int = 2
+
+
+@dataclass(frozen=True)
+class BackupPaths:
+    config: str = "/etc/pgbackrest/pgbackrest.conf"
+    tls_dir: str = "/etc/pgbackrest/tls"
+    repo: str = "/var/lib/pgbackrest"
+    spool: str = "/var/spool/pgbackrest"
+    log: str = "/var/log/pgbackrest"
+    lock: str = "/tmp/pgbackrest"  # pgBackRest creates it; every command shares it
+    bin: str = "/usr/bin/pgbackrest"
+
+    @property
+    def ca(self) -> str:
+        return f"{self.tls_dir}/ca.crt"
+
+    @property
+    def cert(self) -> str:
+        return f"{self.tls_dir}/server.crt"
+
+    @property
+    def key(self) -> str:
+        return f"{self.tls_dir}/server.key"
+
+
+def repo_client_name(stanza: str) -> str:
+    """The certificate name (CN) the repository host presents to database nodes."""
+    return f"{stanza}-repository"
+
+
+def node_client_name(stanza: str, node: str) -> str:
+    """The certificate name (CN) a database node presents to the repository host."""
+    return f"{stanza}-{node}"
+
+
+def _command(backup: BackupSpec, paths: BackupPaths, *args: str) -> str:
+    return " ".join([paths.bin, f"--config={paths.config}", f"--stanza={backup.stanza}",
+                     *args])
+
+
+def patroni_settings(backup: BackupSpec, paths: BackupPaths) -> dict[str, Any]:
+    """What backups add to patroni.yml: WAL archiving (cluster-wide, through the DCS),
+    restore_command for replicas and recovery, and replicas created from the repository
+    when it has a backup, else by pg_basebackup from the leader."""
+    return {
+        "parameters": {
+            "archive_mode": "on",
+            # %p is relative to the data directory, which is archive_command's cwd.
+            "archive_command": _command(backup, paths, "archive-push", '"%p"'),
+            "archive_timeout": "60s",
+        },
+        "restore_command": _command(backup, paths, "archive-get", "%f", '"%p"'),
+        "create_replica_methods": ["pgbackrest", "basebackup"],
+        "pgbackrest": {
+            # --delta reuses what a former member's data directory still holds.
+            "command": _command(backup, paths, "--delta", "restore"),
+            "keep_data": True,
+            "no_params": True,
+        },
+    }
+
+
+def render_node_conf(backup: BackupSpec, node: str, data_dir: str, socket_dir: str,
+                     paths: BackupPaths | None = None) -> str:
+    """pgbackrest.conf on a database node: its own PostgreSQL, the repository as a TLS
+    remote, and its TLS server for the repository host's backups."""
+    paths = paths or BackupPaths()
+    return _env.get_template("pgbackrest-node.conf.j2").render(
+        backup=backup, paths=paths, node=node, data_dir=data_dir, socket_dir=socket_dir,
+        port=TLS_PORT, superuser=USERS["superuser"],
+        repo_client=repo_client_name(backup.stanza))
+
+
+def render_repo_conf(backup: BackupSpec, members: Mapping[str, str], data_dir: str,
+                     socket_dir: str, cipher_pass: str,
+                     paths: BackupPaths | None = None) -> str:
+    """pgbackrest.conf on the repository host: the repository, retention, encryption and
+    every database node (pg1..pgN) reached through its TLS server. `members` maps node
+    name to address, in node order. Holds the passphrase: root:pgbackrest 0640."""
+    paths = paths or BackupPaths()
+    if backup.encrypt and not cipher_pass:
+        raise ValueError("an encrypted repository needs its passphrase")
+    return _env.get_template("pgbackrest-repo.conf.j2").render(
+        backup=backup, paths=paths, members=dict(members), data_dir=data_dir,
+        socket_dir=socket_dir, port=TLS_PORT, cipher_pass=cipher_pass,
+        node_clients=[node_client_name(backup.stanza, n) for n in members])
+
+
+def render_server_unit(paths: BackupPaths | None = None, user: str = "postgres") -> str:
+    """systemd unit for `pgbackrest server` (on database nodes as postgres, on the
+    repository host as pgbackrest)."""
+    paths = paths or BackupPaths()
+    return _env.get_template("pgbackrest-server.service.j2").render(paths=paths, user=user)
+
+
+def render_backup_units(backup: BackupSpec, paths: BackupPaths | None = None
+                        ) -> dict[str, str]:
+    """Scheduled backups on the repository host: a service + timer per backup type.
+    pgBackRest expires backups beyond the retention after each backup."""
+    paths = paths or BackupPaths()
+    schedules = {"full": backup.full_schedule, "diff": backup.diff_schedule}
+    units = {}
+    for kind, schedule in schedules.items():
+        if not schedule:
+            continue
+        name = f"pgha-backup-{kind}"
+        units[f"{name}.service"] = _env.get_template("pgha-backup.service.j2").render(
+            backup=backup, kind=kind,
+            command=_command(backup, paths, f"--type={kind}", "backup"))
+        units[f"{name}.timer"] = _env.get_template("pgha-backup.timer.j2").render(
+            backup=backup, kind=kind, schedule=schedule)
+    return units
+
+
+def info_command(backup: BackupSpec, paths: BackupPaths | None = None) -> str:
+    """What a user runs on the repository host to list backups and the WAL archive."""
+    paths = paths or BackupPaths()
+    return "sudo -u pgbackrest " + shlex.quote(paths.bin) + " " + shlex.join(
+        [f"--config={paths.config}", f"--stanza={backup.stanza}", "info"])

@@ -1,0 +1,173 @@
+"""pgBackRest rendering: the configs are checked by pgBackRest's own option parser, the
+Patroni additions by Patroni's validator, and the secrets stay where they belong."""
+import configparser
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from components import backup, rendering
+from components.config import build_spec
+from tests.conftest import skip_or_fail
+from tests.unit.test_rendering import SECRETS, keys_of, patroni_known_keys
+
+SPEC = build_spec({"osFamily": "debian12", "postgresSource": "distro",
+                   "postgresVersion": 15})
+ADDRESSES = {n.name: n.address for n in SPEC.nodes}
+REPO_ADDRESS = "192.168.130.9"
+PASSPHRASE = "repo-pass-%-x"
+DATA_DIR, SOCKET_DIR = SPEC.layout.pg_data_dir, "/run/postgresql"
+
+
+def backup_spec(**changes):
+    values = dict(stanza=SPEC.cluster_name, repo_address=REPO_ADDRESS, retention_full=2,
+                  full_schedule="Sun *-*-* 01:00:00", diff_schedule="Mon..Sat *-*-* 01:00:00",
+                  encrypt=True, compress_type="zst", compress_level=None,
+                  archive_push_queue_max="1GiB")
+    values.update(changes)
+    return backup.BackupSpec(**values)
+
+
+def ini(text: str) -> configparser.ConfigParser:
+    # pgBackRest repeats tls-server-auth; configparser keeps the last, so count by hand.
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(text)
+    return parser
+
+
+def node_conf(spec=None, node="srv1"):
+    return backup.render_node_conf(spec or backup_spec(), node, DATA_DIR, SOCKET_DIR)
+
+
+def repo_conf(spec=None, passphrase=PASSPHRASE):
+    return backup.render_repo_conf(spec or backup_spec(), ADDRESSES, DATA_DIR, SOCKET_DIR,
+                                   passphrase)
+
+
+def test_a_node_archives_to_the_repository_host_over_tls_and_admits_only_it():
+    conf = ini(node_conf())
+    g = conf["global"]
+    assert (g["repo1-host"], g["repo1-host-type"]) == (REPO_ADDRESS, "tls")
+    assert g["archive-async"] == "y" and g["archive-push-queue-max"] == "1GiB"
+    assert g["tls-server-auth"] == f"{SPEC.cluster_name}-repository={SPEC.cluster_name}"
+    assert dict(conf[SPEC.cluster_name]) == {
+        "pg1-path": DATA_DIR, "pg1-socket-path": SOCKET_DIR, "pg1-user": "postgres"}
+    # The passphrase never reaches a database node: the repository host encrypts.
+    assert PASSPHRASE not in node_conf() and "cipher" not in node_conf()
+
+
+def test_the_repository_host_reaches_every_node_and_admits_exactly_their_names():
+    text = repo_conf()
+    stanza = ini(text)[SPEC.cluster_name]
+    for i, (name, address) in enumerate(ADDRESSES.items(), start=1):
+        assert stanza[f"pg{i}-host"] == address and stanza[f"pg{i}-host-type"] == "tls"
+        assert stanza[f"pg{i}-path"] == DATA_DIR
+    assert f"pg{len(ADDRESSES) + 1}-host" not in stanza
+    auth = [line.split("=", 1)[1] for line in text.splitlines()
+            if line.startswith("tls-server-auth=")]
+    assert auth == [f"{SPEC.cluster_name}-{n}={SPEC.cluster_name}" for n in ADDRESSES]
+    g = ini(text)["global"]
+    assert g["repo1-cipher-type"] == "aes-256-cbc" and g["repo1-cipher-pass"] == PASSPHRASE
+    assert g["backup-standby"] == "y" and g["repo1-retention-full"] == "2"
+
+
+def test_an_unencrypted_repository_has_no_cipher_and_an_encrypted_one_needs_a_passphrase():
+    assert "cipher" not in repo_conf(backup_spec(encrypt=False), passphrase="")
+    with pytest.raises(ValueError, match="passphrase"):
+        repo_conf(passphrase="")
+
+
+@pytest.mark.parametrize("level", [None, 6])
+def test_pgbackrest_itself_accepts_every_option_and_value_we_render(tmp_path, level):
+    if shutil.which("pgbackrest") is None:
+        skip_or_fail("pgbackrest is not installed (apt-get install pgbackrest)")
+    spec = backup_spec(compress_level=level)
+    configs = {"node": node_conf(spec), "repo": repo_conf(spec)}
+    for role, text in configs.items():
+        path = tmp_path / f"{role}.conf"
+        path.write_text(text)
+        # `help` loads the configuration file and rejects unknown options and values.
+        checks = [["help", "server"]] + [[f"--stanza={spec.stanza}", "help", command]
+                                          for command in ("archive-push", "archive-get",
+                                                          "backup", "restore", "expire")]
+        for args in checks:
+            p = subprocess.run(["pgbackrest", f"--config={path}", *args],
+                               capture_output=True, text=True)
+            assert p.returncode == 0 and "WARN" not in p.stderr + p.stdout, (role, args, p)
+    # ... so a wrong value would be caught here too.
+    bad = tmp_path / "bad.conf"
+    bad.write_text(node_conf(backup_spec(compress_type="brotli")))
+    p = subprocess.run(["pgbackrest", f"--config={bad}", f"--stanza={SPEC.cluster_name}",
+                        "help", "archive-push"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "compress-type" in p.stderr + p.stdout
+
+
+def test_patroni_archives_through_pgbackrest_and_builds_replicas_from_the_repository():
+    settings = backup.patroni_settings(backup_spec(), backup.BackupPaths())
+    text = rendering.render_patroni_yml(SPEC, SPEC.nodes[0], ADDRESSES, SECRETS,
+                                        backup=settings)
+    config = yaml.safe_load(text)
+    params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert params["archive_mode"] == "on"
+    assert params["archive_command"] == (
+        f"/usr/bin/pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
+        f"--stanza={SPEC.cluster_name} archive-push \"%p\"")
+    pg = config["postgresql"]
+    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    assert pg["pgbackrest"]["command"].endswith("--delta restore")
+    assert pg["pgbackrest"]["keep_data"] is True and pg["pgbackrest"]["no_params"] is True
+    assert pg["recovery_conf"]["restore_command"].endswith('archive-get %f "%p"')
+    # A replica method's section is named by create_replica_methods, not by Patroni.
+    unknown = sorted(set(keys_of(config)) - patroni_known_keys()
+                     - set(pg["create_replica_methods"]))
+    assert not unknown, unknown
+    from patroni.validator import schema
+    errors = [e for e in schema(config) if "does not exist" not in e and "in use" not in e]
+    assert errors == []
+
+
+def test_archiving_wins_over_a_users_archive_parameters_and_is_absent_without_backups():
+    spec = build_spec({"postgresParameters": {"archive_mode": "off", "work_mem": "8MB"}})
+    addresses = {n.name: n.address for n in spec.nodes}
+    settings = backup.patroni_settings(backup_spec(), backup.BackupPaths())
+    with_backups = yaml.safe_load(rendering.render_patroni_yml(
+        spec, spec.nodes[0], addresses, SECRETS, backup=settings))
+    params = with_backups["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert params["archive_mode"] == "on" and params["work_mem"] == "8MB"
+    without = yaml.safe_load(rendering.render_patroni_yml(spec, spec.nodes[0], addresses,
+                                                          SECRETS))
+    assert "create_replica_methods" not in without["postgresql"]
+    assert "recovery_conf" not in without["postgresql"]
+
+
+def test_scheduled_backups_are_a_timer_per_type_run_as_the_repository_user():
+    units = backup.render_backup_units(backup_spec())
+    assert sorted(units) == ["pgha-backup-diff.service", "pgha-backup-diff.timer",
+                             "pgha-backup-full.service", "pgha-backup-full.timer"]
+    full = units["pgha-backup-full.service"]
+    assert "User=pgbackrest" in full and "--type=full backup" in full
+    assert "OnCalendar=Sun *-*-* 01:00:00" in units["pgha-backup-full.timer"]
+    assert "Persistent=true" in units["pgha-backup-diff.timer"]
+    # No differential schedule: only full backups.
+    assert sorted(backup.render_backup_units(backup_spec(diff_schedule=""))) == [
+        "pgha-backup-full.service", "pgha-backup-full.timer"]
+    if shutil.which("systemd-analyze"):
+        for text in units.values():
+            for line in text.splitlines():
+                if line.startswith("OnCalendar="):
+                    p = subprocess.run(["systemd-analyze", "calendar", line.split("=", 1)[1]],
+                                       capture_output=True, text=True)
+                    assert p.returncode == 0, p.stderr
+
+
+def test_the_server_unit_never_gives_up_and_runs_as_the_given_user():
+    unit = backup.render_server_unit(user="postgres")
+    assert "User=postgres" in unit and "Restart=always" in unit
+    assert "StartLimitIntervalSec=0" in unit
+    assert "ExecStart=/usr/bin/pgbackrest --config=/etc/pgbackrest/pgbackrest.conf server" \
+        in unit
+    assert backup.info_command(backup_spec()) == (
+        f"sudo -u pgbackrest /usr/bin/pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
+        f"--stanza={SPEC.cluster_name} info")
