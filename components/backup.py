@@ -74,8 +74,8 @@ def node_client_name(stanza: str, node: str) -> str:
 
 
 def _command(backup: BackupSpec, paths: BackupPaths, *args: str) -> str:
-    return " ".join([paths.bin, f"--config={paths.config}", f"--stanza={backup.stanza}",
-                     *args])
+    # No --config: pgBackRest reads paths.config, its default (PGBACKREST_CONFIG moves it).
+    return " ".join([paths.bin, f"--stanza={backup.stanza}", *args])
 
 
 def patroni_settings(backup: BackupSpec, paths: BackupPaths) -> dict[str, Any]:
@@ -111,18 +111,22 @@ def render_node_conf(backup: BackupSpec, node: str, data_dir: str, socket_dir: s
         repo_client=repo_client_name(backup.stanza))
 
 
-def render_repo_conf(backup: BackupSpec, members: Mapping[str, str], data_dir: str,
-                     socket_dir: str, cipher_pass: str,
-                     paths: BackupPaths | None = None) -> str:
+def render_repo_conf(backup: BackupSpec, members: Mapping[str, str],
+                     data_dir: str | Mapping[str, str], socket_dir: str | Mapping[str, str],
+                     cipher_pass: str, paths: BackupPaths | None = None) -> str:
     """pgbackrest.conf on the repository host: the repository, retention, encryption and
     every database node (pg1..pgN) reached through its TLS server. `members` maps node
-    name to address, in node order. Holds the passphrase: root:pgbackrest 0640."""
+    name to address, in node order; the data and socket directories are the same on
+    every node, or given per node. Holds the passphrase: pgbackrest's own, 0600."""
     paths = paths or BackupPaths()
     if backup.encrypt and not cipher_pass:
         raise ValueError("an encrypted repository needs its passphrase")
+
+    def per_node(value: str | Mapping[str, str]) -> dict[str, str]:
+        return {n: value if isinstance(value, str) else value[n] for n in members}
     return _env.get_template("pgbackrest-repo.conf.j2").render(
-        backup=backup, paths=paths, members=dict(members), data_dir=data_dir,
-        socket_dir=socket_dir, port=TLS_PORT, cipher_pass=cipher_pass,
+        backup=backup, paths=paths, members=dict(members), data_dirs=per_node(data_dir),
+        socket_dirs=per_node(socket_dir), port=TLS_PORT, cipher_pass=cipher_pass,
         node_clients=[node_client_name(backup.stanza, n) for n in members])
 
 
@@ -155,5 +159,5 @@ def render_backup_units(backup: BackupSpec, paths: BackupPaths | None = None
 def info_command(backup: BackupSpec, paths: BackupPaths | None = None) -> str:
     """What a user runs on the repository host to list backups and the WAL archive."""
     paths = paths or BackupPaths()
-    return "sudo -u pgbackrest " + shlex.quote(paths.bin) + " " + shlex.join(
-        [f"--config={paths.config}", f"--stanza={backup.stanza}", "info"])
+    return "sudo -u pgbackrest " + shlex.join([paths.bin, f"--stanza={backup.stanza}",
+                                               "info"])

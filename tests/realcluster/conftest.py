@@ -55,13 +55,14 @@ def runtime() -> h.Runtime:
 
 @pytest.fixture
 def make_cluster(runtime, request):
-    """make_cluster(node_count=3, profile=None, settings=None) -> a healthy Cluster."""
+    """make_cluster(node_count=3, profile=None, settings=None, cls=Cluster, **extra)
+    -> a healthy Cluster (or subclass, given `extra`)."""
     clusters: list[h.Cluster] = []
 
     def make(node_count: int = 3, profile: str | None = None,
-             settings: dict | None = None) -> h.Cluster:
-        cluster = h.Cluster(runtime, node_count, profile or PROFILE, settings,
-                            label=request.node.name)
+             settings: dict | None = None, cls: type = h.Cluster, **extra) -> h.Cluster:
+        cluster = cls(runtime, node_count, profile or PROFILE, settings,
+                      label=request.node.name, **extra)
         clusters.append(cluster)
         cluster.start()
         return cluster

@@ -512,8 +512,13 @@ class Cluster:
     """N nodes of the product's Patroni config, in network namespaces."""
 
     def __init__(self, runtime: Runtime, node_count: int = 3, profile: str = "fast",
-                 settings: dict[str, Any] | None = None, label: str = "cluster"):
+                 settings: dict[str, Any] | None = None, label: str = "cluster",
+                 backup: dict[str, Any] | None = None):
         config, rendering = _product()
+        # What backups add to patroni.yml (components.backup.patroni_settings), or None.
+        self.backup = backup
+        # Extra environment per node's Patroni (and so its PostgreSQL).
+        self.patroni_env: dict[str, dict[str, str]] = {}
         self.runtime = runtime
         self.profile = profile
         self.label = label
@@ -555,7 +560,8 @@ class Cluster:
             socket_dir=str(d / "run"), watchdog_script="/nonexistent",
             # Patroni is started directly here; a killed process leaves its journal whole.
             journal_check="/nonexistent")
-        text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets)
+        text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
+                                            backup=self.backup)
         config = rendering.with_local_paths(rendering.parse_patroni_yml(text), paths,
                                             watchdog_mode="off")
         import yaml  # noqa: PLC0415 (test-side only)
@@ -584,6 +590,7 @@ class Cluster:
         self._write_state()
         self.net.create()
         self._client = netns_executor(self.net.ns("client"))
+        self.before_patroni()
         t0 = self.event("start")
         for name in self.nodes:
             self.start_patroni(name)
@@ -592,6 +599,9 @@ class Cluster:
         self.event(f"healthy, leader {leader} ({self.formed_at - t0:.1f}s)")
         self.create_writes_table()
         return leader
+
+    def before_patroni(self) -> None:
+        """Hook: services the nodes need before Patroni starts (the network exists)."""
 
     def _spawn(self, ns: str, argv: list[str], log_path: Path, what: str,
                as_postgres: bool = True, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -610,7 +620,8 @@ class Cluster:
     def start_patroni(self, name: str) -> None:
         node = self.nodes[name]
         popen = self._spawn(node.ns, [str(self.runtime.venv / "bin" / "patroni"),
-                                      node.paths.config], node.log_path, f"patroni {name}")
+                                      node.paths.config], node.log_path, f"patroni {name}",
+                            env=self.patroni_env.get(name))
         node.patroni_pid = popen.pid
 
     def postmaster_pid(self, name: str) -> int | None:

@@ -112,8 +112,7 @@ def test_patroni_archives_through_pgbackrest_and_builds_replicas_from_the_reposi
     params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
     assert params["archive_mode"] == "on"
     assert params["archive_command"] == (
-        f"/usr/bin/pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
-        f"--stanza={SPEC.cluster_name} archive-push \"%p\"")
+        f"/usr/bin/pgbackrest --stanza={SPEC.cluster_name} archive-push \"%p\"")
     pg = config["postgresql"]
     assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
     assert pg["pgbackrest"]["command"].endswith("--delta restore")
@@ -166,8 +165,6 @@ def test_the_server_unit_never_gives_up_and_runs_as_the_given_user():
     unit = backup.render_server_unit(user="postgres")
     assert "User=postgres" in unit and "Restart=always" in unit
     assert "StartLimitIntervalSec=0" in unit
-    assert "ExecStart=/usr/bin/pgbackrest --config=/etc/pgbackrest/pgbackrest.conf server" \
-        in unit
+    assert "ExecStart=/usr/bin/pgbackrest server" in unit
     assert backup.info_command(backup_spec()) == (
-        f"sudo -u pgbackrest /usr/bin/pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
-        f"--stanza={SPEC.cluster_name} info")
+        f"sudo -u pgbackrest /usr/bin/pgbackrest --stanza={SPEC.cluster_name} info")

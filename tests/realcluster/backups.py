@@ -1,0 +1,206 @@
+"""A pgBackRest repository host beside the real cluster, in a namespace of its own.
+
+The nodes run the product's patroni.yml with what backups add to it
+(components.backup.patroni_settings) and the product's pgbackrest.conf
+(render_node_conf / render_repo_conf); as with patroni.yml, only paths differ from a VM:
+each host's files live under the cluster's work directory and PGBACKREST_CONFIG points
+pgBackRest at them. Every host runs `pgbackrest server` (TLS with client certificates
+from a CA made here, shaped as the program makes them: CN = the name the peer admits,
+the address as SAN).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from components import backup
+from tests.pulumi_mocks import random_password
+from tests.realcluster import harness as h
+
+REPO_IP = "10.199.0.3"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_certificates(hosts: dict[str, tuple[str, str]]) -> tuple[bytes, dict[str, tuple]]:
+    """A CA and, per host, (key PEM, cert PEM) with CN and an IP SAN. `hosts` maps a host
+    to (common name, address)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (x509.CertificateBuilder().subject_name(_name("pgha test CA"))
+               .issuer_name(_name("pgha test CA")).public_key(ca_key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5))
+               .not_valid_after(now + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    out = {}
+    for host, (cn, address) in hosts.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(_name(cn))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=1))
+                # pgBackRest (2.45) matches the host it dials against DNS-type names only,
+                # so the address is there as both.
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName(address)]),
+                    critical=False)
+                .add_extension(x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                    critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        out[host] = (key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()),
+                     cert.public_bytes(serialization.Encoding.PEM))
+    return ca_cert.public_bytes(serialization.Encoding.PEM), out
+
+
+class BackupCluster(h.Cluster):
+    """The real cluster with backups on: a repository host and the product's configs."""
+
+    def __init__(self, runtime: h.Runtime, node_count: int = 3, profile: str = "fast",
+                 settings: dict[str, Any] | None = None, label: str = "backup",
+                 **backup_changes: Any):
+        super().__init__(runtime, node_count, profile, settings, label)
+        self.bin = shutil.which("pgbackrest")
+        if self.bin is None:
+            raise h.HarnessError("pgbackrest is not installed (apt-get install pgbackrest)")
+        values = dict(stanza=self.spec.cluster_name, repo_address=REPO_IP, retention_full=2,
+                      full_schedule="Sun *-*-* 01:00:00", diff_schedule="", encrypt=True,
+                      compress_type="zst", compress_level=None, archive_push_queue_max="1GiB")
+        values.update(backup_changes)
+        self.backup_spec = backup.BackupSpec(**values)
+        self.backup = backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin))
+        self.net.members["repo"] = REPO_IP
+        self.repo_dir = self.workdir / "repo"
+        self.cipher_pass = random_password()
+        ca, certs = make_certificates(
+            {**{n: (backup.node_client_name(self.spec.cluster_name, n), ip)
+                for n, ip in self.addresses.items()},
+             "repo": (backup.repo_client_name(self.spec.cluster_name), REPO_IP)})
+        self.configs: dict[str, Path] = {}
+        for node in self.spec.nodes:
+            self.nodes[node.name] = self._prepare_node(node)  # again, now with backups
+            n = self.nodes[node.name]
+            paths = self._host_paths(n.dir / "pgbackrest", ca, certs[node.name])
+            text = backup.render_node_conf(self.backup_spec, node.name, n.paths.data_dir,
+                                           n.paths.socket_dir, paths)
+            self.configs[node.name] = self._write(Path(paths.config), text)
+            self.patroni_env[node.name] = {"PGBACKREST_CONFIG": paths.config}
+        paths = self._host_paths(self.repo_dir, ca, certs["repo"])
+        text = backup.render_repo_conf(
+            self.backup_spec, self.addresses,
+            {n: node.paths.data_dir for n, node in self.nodes.items()},
+            {n: node.paths.socket_dir for n, node in self.nodes.items()},
+            self.cipher_pass, paths)
+        self.configs["repo"] = self._write(Path(paths.config), text)
+        self.repo_path = Path(paths.repo)
+
+    def _chown(self, path: Path) -> None:
+        os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+
+    def _write(self, path: Path, data: str | bytes, mode: int = 0o600) -> Path:
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.chmod(path, mode)
+        self._chown(path)
+        return path
+
+    def _host_paths(self, root: Path, ca: bytes, key_cert: tuple[bytes, bytes]
+                    ) -> backup.BackupPaths:
+        paths = backup.BackupPaths(config=str(root / "pgbackrest.conf"),
+                                   tls_dir=str(root / "tls"), repo=str(root / "repository"),
+                                   spool=str(root / "spool"), log=str(root / "log"),
+                                   lock=str(root / "lock"), bin=self.bin)
+        for d in (root, Path(paths.tls_dir), Path(paths.repo), Path(paths.spool),
+                  Path(paths.log), Path(paths.lock)):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+            self._chown(d)
+        self._write(Path(paths.ca), ca, 0o644)
+        self._write(Path(paths.key), key_cert[0])
+        self._write(Path(paths.cert), key_cert[1], 0o644)
+        return paths
+
+    # ---- pgBackRest ------------------------------------------------------------------
+    def start_servers(self) -> None:
+        """`pgbackrest server` on every node and on the repository host."""
+        for host, config in self.configs.items():
+            ns = self.net.ns(host)
+            self._spawn(ns, [self.bin, "server"], self.workdir / f"pgbackrest-{host}.log",
+                        f"pgbackrest server {host}", env={"PGBACKREST_CONFIG": str(config)})
+
+    def before_patroni(self) -> None:
+        # As on VMs: the repository host exists before the database nodes are configured.
+        self.start_servers()
+
+    def pgbackrest(self, *args: str, host: str = "repo", timeout: float = 300,
+                   check: bool = True) -> subprocess.CompletedProcess:
+        cmd = ["ip", "netns", "exec", self.net.ns(host), "runuser", "-u", "postgres", "--",
+               "env", f"PGBACKREST_CONFIG={self.configs[host]}", self.bin,
+               f"--stanza={self.spec.cluster_name}", *args]
+        return h.run(cmd, check=check, timeout=timeout, cwd="/")
+
+    def start_backups(self) -> None:
+        """The stanza created and the archive proven to work."""
+
+        last: list[str] = []
+
+        def stanza_created() -> bool:
+            p = self.pgbackrest("stanza-create", check=False, timeout=120)
+            last[:] = [(p.stderr + p.stdout).strip()]
+            return p.returncode == 0
+        try:
+            self.wait_for("stanza-create on the repository host", stanza_created, 120, 2)
+        except h.HarnessError as e:
+            raise h.HarnessError(f"{e}: {last[0] if last else ''}") from None
+        self.pgbackrest("check", timeout=180)
+
+    def info(self) -> dict:
+        out = self.pgbackrest("--output=json", "info").stdout
+        (stanza,) = json.loads(out)
+        return stanza
+
+    def backups(self) -> list[dict]:
+        return self.info()["backup"]
+
+    def archive_get(self, name: str, via: str) -> bytes:
+        """Fetch one file from the WAL archive as node `via`'s restore_command would."""
+        dest = self.nodes[via].dir / "pgbackrest" / "spool" / f"fetched-{name}"
+        self.pgbackrest("archive-get", name, str(dest), host=via, timeout=120)
+        data = dest.read_bytes()
+        dest.unlink()
+        return data
+
+
+# ---- WAL segment names (16 MiB segments: 256 per log id) ------------------------------
+def parse_lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def segment_number(name: str) -> int:
+    return (int(name[8:16], 16) << 8) | int(name[16:24], 16)
+
+
+def segment_name(timeline: int, number: int) -> str:
+    return f"{timeline:08X}{number >> 8:08X}{number & 0xFF:08X}"
+
+
+def segment_of(lsn: int) -> int:
+    return lsn >> 24

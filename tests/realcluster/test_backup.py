@@ -1,0 +1,57 @@
+"""Backups with pgBackRest on the real cluster: WAL archived from whichever node leads,
+across a failover, with no gap; full, differential and incremental backups from a
+standby; retention; a replica rebuilt from the repository."""
+from __future__ import annotations
+
+import time
+
+from tests.realcluster.backups import (BackupCluster, parse_lsn, segment_name,
+                                        segment_number, segment_of)
+
+
+def test_wal_is_archived_across_a_failover_without_a_gap_and_retention_expires(
+        make_cluster):
+    c = make_cluster(3, cls=BackupCluster)
+    t0 = time.time()
+    c.start_backups()
+    print(f"stanza created and archive checked in {time.time() - t0:.1f} s")
+    leader = c.wait_healthy()
+    c.pgbackrest("--type=full", "backup")
+    (full,) = c.backups()
+    assert full["type"] == "full"
+    assert full["database"]["id"] and full["archive"]["start"]
+    c.sql(leader, "CREATE TABLE archived (id int); INSERT INTO archived SELECT 1")
+
+    # The leader dies; the new one archives on its own timeline.
+    c.crash(leader)
+    others = [n for n in c.nodes if n != leader]
+    new = c.wait_healthy(members=others, timeout=120)
+    c.sql(new, "INSERT INTO archived SELECT 2")
+    c.start_patroni(leader)
+    c.wait_healthy(timeout=180)
+    c.pgbackrest("check", timeout=180)
+    c.pgbackrest("--type=diff", "backup")
+    c.pgbackrest("--type=incr", "backup")
+    # pgBackRest's own check of the repository, then every WAL segment from the first
+    # backup on, fetched as a restore_command would: timeline 1 up to the promotion,
+    # timeline 2 from there.
+    verified = c.pgbackrest("verify")
+    assert verified.returncode == 0 and "ERROR" not in verified.stderr, verified
+    history = c.archive_get("00000002.history", via=new).decode()
+    switch = segment_of(parse_lsn(history.split()[1]))
+    newest = c.info()["archive"][0]["max"]
+    assert newest.startswith("00000002"), newest
+    expected = ([segment_name(1, n) for n in range(segment_number(full["archive"]["start"]),
+                                                   switch)]
+                + [segment_name(2, n) for n in range(switch, segment_number(newest) + 1)])
+    for segment in expected:
+        assert len(c.archive_get(segment, via=new)) == 16 * 2**20, segment
+    print(f"{len(expected)} WAL segments fetched from the archive, timeline switch at "
+          f"segment {switch:X}")
+
+    # Two more full backups: retention (2) expires the first and what depends on it.
+    c.pgbackrest("--type=full", "backup")
+    c.pgbackrest("--type=full", "backup")
+    kinds = [b["type"] for b in c.backups()]
+    assert kinds == ["full", "full"], kinds
+    assert full["label"] not in [b["label"] for b in c.backups()]
