@@ -21,6 +21,9 @@ from components.rendering import TEMPLATES_DIR, USERS, _env  # noqa: F401 - one 
 
 TLS_PORT = 8432
 COMPRESS_TYPES = ("zst", "lz4", "gz", "bz2", "none")
+# How far a restore replays WAL: pgBackRest's --type for each kind of target.
+RECOVERY_TARGET_TYPES = {"latest": "default", "time": "time", "name": "name", "lsn": "lsn"}
+RESTORE_METHOD = "pgbackrest_restore"
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,14 @@ def _command(backup: BackupSpec, paths: BackupPaths, *args: str) -> str:
     return " ".join([paths.bin, f"--stanza={backup.stanza}", *args])
 
 
-def patroni_settings(backup: BackupSpec, paths: BackupPaths) -> dict[str, Any]:
+def patroni_settings(backup: BackupSpec, paths: BackupPaths,
+                     restore: RecoveryTarget | None = None) -> dict[str, Any]:
     """What backups add to patroni.yml: WAL archiving (cluster-wide, through the DCS),
     restore_command for replicas and recovery, and replicas created from the repository
-    when it has a backup, else by pg_basebackup from the leader."""
+    when it has a backup, else by pg_basebackup from the leader. With `restore`, a new
+    cluster is bootstrapped from the repository at that target."""
     return {
+        "bootstrap": restore_bootstrap(backup, paths, restore) if restore else None,
         "parameters": {
             "archive_mode": "on",
             # %p is relative to the data directory, which is archive_command's cwd.
@@ -98,6 +104,36 @@ def patroni_settings(backup: BackupSpec, paths: BackupPaths) -> dict[str, Any]:
             "no_params": True,
         },
     }
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where a restore stops: the end of the archive ("latest"), a timestamp with its
+    time zone, a restore point's name (pg_create_restore_point) or an LSN."""
+    kind: str
+    value: str = ""
+
+    def restore_args(self) -> list[str]:
+        args = [f"--type={RECOVERY_TARGET_TYPES[self.kind]}"]
+        if self.kind != "latest":
+            # Stop at the target, then promote: the restored node becomes the leader of a
+            # new timeline; without this PostgreSQL would pause at the target.
+            args += [f"--target={self.value}", "--target-action=promote"]
+        return args
+
+
+def restore_bootstrap(backup: BackupSpec, paths: BackupPaths,
+                      target: RecoveryTarget) -> dict[str, Any]:
+    """patroni.yml's bootstrap method that creates the cluster from the repository at
+    `target` instead of running initdb (point-in-time recovery, or a clone of another
+    stack's repository). Patroni runs it on the one node that wins the initialize key;
+    the others then become replicas (from the repository). pgBackRest writes the
+    recovery settings, and Patroni is told to keep them."""
+    command = [paths.bin, f"--stanza={backup.stanza}", "--delta", *target.restore_args(),
+               "restore"]
+    return {"method": RESTORE_METHOD,
+            RESTORE_METHOD: {"command": shlex.join(command),
+                             "keep_existing_recovery_conf": True, "no_params": True}}
 
 
 def render_node_conf(backup: BackupSpec, node: str, data_dir: str, socket_dir: str,

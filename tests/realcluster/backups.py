@@ -179,6 +179,26 @@ class BackupCluster(h.Cluster):
     def backups(self) -> list[dict]:
         return self.info()["backup"]
 
+    def restore_to(self, target: backup.RecoveryTarget) -> None:
+        """Point-in-time recovery of the whole cluster, as the product does it: Patroni
+        stopped everywhere, the DCS (Raft) and every data directory emptied, and the
+        cluster bootstrapped again from the repository at `target` (patroni.yml's restore
+        method); the other nodes become replicas."""
+        for name in self.nodes:
+            self.crash(name)
+        for node in self.nodes.values():
+            for d in (Path(node.paths.raft_dir), Path(node.paths.data_dir)):
+                shutil.rmtree(d, ignore_errors=True)
+                d.mkdir(mode=0o700)
+                self._chown(d)
+        self.backup = backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin),
+                                              restore=target)
+        for node in self.spec.nodes:
+            self.nodes[node.name] = self._prepare_node(node)
+        self.event(f"restore to {target.kind} {target.value}")
+        for name in self.nodes:
+            self.start_patroni(name)
+
     def archive_get(self, name: str, via: str) -> bytes:
         """Fetch one file from the WAL archive as node `via`'s restore_command would."""
         dest = self.nodes[via].dir / "pgbackrest" / "spool" / f"fetched-{name}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from components import backup
+from tests import workload
 from tests.realcluster.backups import (BackupCluster, parse_lsn, segment_name,
                                         segment_number, segment_of)
 
@@ -55,3 +57,65 @@ def test_wal_is_archived_across_a_failover_without_a_gap_and_retention_expires(
     kinds = [b["type"] for b in c.backups()]
     assert kinds == ["full", "full"], kinds
     assert full["label"] not in [b["label"] for b in c.backups()]
+
+
+def test_point_in_time_recovery_keeps_exactly_the_rows_before_the_target(make_cluster):
+    c = make_cluster(3, cls=BackupCluster)
+    c.start_backups()
+    c.pgbackrest("--type=full", "backup")
+    leader = c.wait_healthy()
+    timeline = c.statuses()[leader]["timeline"]
+    c.sql(leader, "CREATE TABLE pitr (id int PRIMARY KEY)")
+    for i in range(1, 41):  # one transaction each
+        c.sql(leader, f"INSERT INTO pitr VALUES ({i})")
+    time.sleep(1)
+    target = c.sql(leader, "SELECT clock_timestamp()")
+    time.sleep(1)
+    for i in range(41, 81):
+        c.sql(leader, f"INSERT INTO pitr VALUES ({i})")
+    # Everything up to here is in the archive (check switches WAL and waits for it).
+    c.pgbackrest("check", timeout=180)
+
+    t0 = time.time()
+    c.restore_to(backup.RecoveryTarget("time", target))
+    leader = c.wait_healthy(timeout=300)
+    print(f"restored to {target}: healthy in {time.time() - t0:.1f} s, leader {leader}")
+    expected = "\n".join(str(i) for i in range(1, 41))
+    for name in c.nodes:
+        c.wait_for(f"the restored rows on {name}", lambda n=name: c.sql(
+            n, "SELECT id FROM pitr ORDER BY id", check=False) == expected, 60)
+    assert c.statuses()[leader]["timeline"] > timeline
+    # The other nodes were rebuilt as replicas from the repository, not from the leader.
+    for name in c.nodes:
+        if name != leader:
+            assert any("replica has been created using pgbackrest" in line
+                       for line in c.nodes[name].log_lines(since=t0)), name
+    # The restored cluster archives on its new timeline.
+    c.pgbackrest("check", timeout=180)
+
+
+def test_a_replica_is_rebuilt_from_the_repository_while_the_leader_takes_writes(
+        make_cluster):
+    c = make_cluster(3, cls=BackupCluster)
+    c.start_backups()
+    c.pgbackrest("--type=full", "backup")
+    leader = c.wait_healthy()
+    replica = next(n for n in c.nodes if n != leader)
+    writer = c.start_writer(first_id=c.next_write_id())
+    try:
+        c.wait_for("writes acknowledged", lambda: len(writer.records()) > 20, 30)
+        t0 = time.time()
+        reinit = c.patronictl(leader, "reinit", c.spec.cluster_name, replica, "--force",
+                              "--wait")
+        assert reinit.returncode == 0, reinit
+        c.wait_healthy(timeout=180)
+        print(f"{replica} rebuilt from the repository in {time.time() - t0:.1f} s")
+        c.wait_for("writes after the rebuild", lambda: len(writer.records()) > 40, 30)
+    finally:
+        records = writer.stop()
+    assert any("replica has been created using pgbackrest" in line
+               for line in c.nodes[replica].log_lines(since=t0))
+    acknowledged = workload.acknowledged_ids(records)
+    assert acknowledged and acknowledged <= c.committed_ids(leader)
+    # The rebuilt replica holds every acknowledged row once it has caught up.
+    c.wait_for(f"{replica} caught up", lambda: acknowledged <= c.committed_ids(replica), 60)
