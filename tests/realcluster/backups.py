@@ -199,6 +199,12 @@ class BackupCluster(h.Cluster):
         for name in self.nodes:
             self.start_patroni(name)
 
+    def archive_queue(self, name: str) -> list[str]:
+        """WAL segments node `name`'s PostgreSQL still has to archive."""
+        status = Path(self.nodes[name].paths.data_dir) / "pg_wal" / "archive_status"
+        return sorted(p.name[:-len(".ready")] for p in status.glob("*.ready")
+                      if len(p.name) == 24 + len(".ready"))
+
     def archive_get(self, name: str, via: str) -> bytes:
         """Fetch one file from the WAL archive as node `via`'s restore_command would."""
         dest = self.nodes[via].dir / "pgbackrest" / "spool" / f"fetched-{name}"

@@ -119,3 +119,45 @@ def test_a_replica_is_rebuilt_from_the_repository_while_the_leader_takes_writes(
     assert acknowledged and acknowledged <= c.committed_ids(leader)
     # The rebuilt replica holds every acknowledged row once it has caught up.
     c.wait_for(f"{replica} caught up", lambda: acknowledged <= c.committed_ids(replica), 60)
+
+
+def test_an_unreachable_repository_queues_wal_and_the_archive_catches_up_without_a_gap(
+        make_cluster):
+    c = make_cluster(3, cls=BackupCluster)
+    c.start_backups()
+    leader = c.wait_healthy()
+    first = c.info()["archive"][0]["max"]
+    # Archiving failed at bootstrap too, until the stanza existed.
+    failures = int(c.sql(leader, "SELECT failed_count FROM pg_stat_archiver"))
+    writer = c.start_writer(first_id=c.next_write_id())
+    try:
+        c.net.cut("repo")
+        t_cut = time.time()
+        c.sql(leader, "CREATE TABLE filler (v text)")
+        for _ in range(5):  # five segments' worth of WAL, each switched out
+            c.sql(leader, "INSERT INTO filler SELECT repeat('x', 1000) "
+                          "FROM generate_series(1, 12000); SELECT pg_switch_wal()")
+        queued = c.wait_for("WAL queued on the leader", lambda: len(c.archive_queue(leader))
+                            >= 5 and c.archive_queue(leader), 120)
+        # PostgreSQL reports the failing archive_command (after pgBackRest's
+        # archive-timeout, 60 s by default, without an answer from the repository).
+        c.wait_for("a failed archive_command in pg_stat_archiver", lambda: int(c.sql(
+            leader, "SELECT failed_count FROM pg_stat_archiver")) > failures, 150, 2)
+        print(f"pg_stat_archiver reported the failure {time.time() - t_cut:.1f} s after "
+              f"the repository went away")
+        # The primary keeps its role and keeps committing while the repository is away.
+        acks_during = [r for r in writer.records() if r.get("ok") and r["t"] > t_cut + 5]
+        assert len(acks_during) > 20, len(acks_during)
+        assert c.health()[0] == leader
+        c.net.restore("repo")
+        t_back = time.time()
+        c.wait_for("the archive queue drained", lambda: not c.archive_queue(leader), 240, 1)
+        print(f"{len(queued)} segments queued while the repository was away; drained "
+              f"{time.time() - t_back:.1f} s after it came back")
+    finally:
+        records = writer.stop()
+    c.pgbackrest("check", timeout=180)
+    newest = c.info()["archive"][0]["max"]
+    for n in range(segment_number(first), segment_number(newest) + 1):
+        assert len(c.archive_get(segment_name(1, n), via=leader)) == 16 * 2**20, n
+    assert workload.acknowledged_ids(records) <= c.committed_ids(leader)
