@@ -197,3 +197,50 @@ def info_command(backup: BackupSpec, paths: BackupPaths | None = None) -> str:
     paths = paths or BackupPaths()
     return "sudo -u pgbackrest " + shlex.join([paths.bin, f"--stanza={backup.stanza}",
                                                "info"])
+
+
+# ---- provisioning scripts (run as pulumi-command runs them: `sudo bash -s`, on stdin) ---
+REPO_USER = "pgbackrest"
+DB_USER = "postgres"
+
+
+def _user(role: str) -> str:
+    if role not in ("repository", "database"):
+        raise ValueError(f"role must be repository or database, not {role!r}")
+    return REPO_USER if role == "repository" else DB_USER
+
+
+def render_install_script(layout: Any, role: str, paths: BackupPaths | None = None) -> str:
+    """pgBackRest's package, its user (repository host) and directories."""
+    return _env.get_template("install-pgbackrest.sh.j2").render(
+        layout=layout, role=role, user=_user(role), paths=paths or BackupPaths())
+
+
+def render_repository_disk_script(disk: str, paths: BackupPaths | None = None) -> str:
+    """Format (only when blank) and mount the repository host's data disk."""
+    return _env.get_template("prepare-repository-disk.sh.j2").render(
+        disk=disk, user=REPO_USER, paths=paths or BackupPaths())
+
+
+def render_configure_script(role: str, host: str, config: str, ca_cert: str, cert: str,
+                            key: str, backup: BackupSpec | None = None,
+                            paths: BackupPaths | None = None) -> str:
+    """pgbackrest.conf, the host's TLS identity and the server unit (plus the backup
+    timers on the repository host). Carries the private key (and on the repository host
+    the passphrase, inside `config`): a secret script."""
+    paths = paths or BackupPaths()
+    user = _user(role)
+    units = {"pgbackrest-server.service": render_server_unit(paths, user)}
+    if role == "repository":
+        if backup is None:
+            raise ValueError("the repository host's script needs the backup settings")
+        units.update(render_backup_units(backup, paths))
+    enable = ["pgbackrest-server.service"] + [u for u in units if u.endswith(".timer")]
+    return _env.get_template("configure-pgbackrest.sh.j2").render(
+        role=role, host=host, user=user, paths=paths, config=config, ca_cert=ca_cert,
+        cert=cert, key=key, units=units, enable=enable)
+
+
+def render_init_backups_script(backup: BackupSpec) -> str:
+    """Stanza, archive check and the first full backup, on the repository host."""
+    return _env.get_template("init-backups.sh.j2").render(backup=backup, user=REPO_USER)

@@ -168,3 +168,60 @@ def test_the_server_unit_never_gives_up_and_runs_as_the_given_user():
     assert "ExecStart=/usr/bin/pgbackrest server" in unit
     assert backup.info_command(backup_spec()) == (
         f"sudo -u pgbackrest /usr/bin/pgbackrest --stanza={SPEC.cluster_name} info")
+
+
+# ---- provisioning scripts ---------------------------------------------------------------
+KEY = "-----BEGIN PRIVATE KEY-----\nsecret-key-material\n-----END PRIVATE KEY-----\n"
+
+
+def backup_scripts():
+    for family in ("debian12-distro", "rocky8-default"):
+        spec = build_spec({"osFamily": "debian12", "postgresSource": "distro",
+                           "postgresVersion": 15} if family.startswith("debian") else {})
+        for role in ("database", "repository"):
+            yield f"{family}/install-{role}", backup.render_install_script(spec.layout, role)
+    yield "repository-disk", backup.render_repository_disk_script("/dev/vdb")
+    yield "configure-database", backup.render_configure_script(
+        "database", "srv1", node_conf(), "CA", "CERT", KEY)
+    yield "configure-repository", backup.render_configure_script(
+        "repository", "repository", repo_conf(), "CA", "CERT", KEY, backup_spec())
+    yield "init-backups", backup.render_init_backups_script(backup_spec())
+
+
+BACKUP_SCRIPTS = dict(backup_scripts())
+
+
+@pytest.mark.parametrize("script_id", BACKUP_SCRIPTS)
+def test_backup_scripts_pass_shellcheck_are_strict_and_hold_no_plain_secret(script_id):
+    script = BACKUP_SCRIPTS[script_id]
+    if shutil.which("shellcheck") is None:
+        skip_or_fail("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
+                            input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stdout
+    assert script.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in script
+    assert script.rstrip().endswith("main </dev/null") and "set -x" not in script
+    # Secrets travel base64-encoded inside heredocs only, never printed.
+    assert "secret-key-material" not in script and PASSPHRASE not in script
+
+
+def test_the_repository_script_installs_the_passphrase_for_its_user_only_and_the_timers():
+    import base64
+    import re
+    script = BACKUP_SCRIPTS["configure-repository"]
+    blobs = re.findall(r"<<'B64'; then\n(.*?)\nB64", script, re.S)
+    decoded = [base64.b64decode("".join(b.split())).decode() for b in blobs]
+    assert repo_conf() in decoded and KEY in decoded
+    assert "install_file /etc/pgbackrest/pgbackrest.conf 0640 root:pgbackrest" in script
+    assert "install_file /etc/pgbackrest/tls/server.key 0600 pgbackrest:pgbackrest" in script
+    for timer in ("pgha-backup-full.timer", "pgha-backup-diff.timer"):
+        assert f"systemctl enable {timer}" in script and f"systemctl start {timer}" in script
+    database = BACKUP_SCRIPTS["configure-database"]
+    assert "0600 postgres:postgres" in database and "timer" not in database
+
+
+def test_the_repository_disk_is_formatted_only_when_it_holds_no_filesystem():
+    script = BACKUP_SCRIPTS["repository-disk"]
+    guard = script.index('if ! blkid "$disk"')
+    assert guard < script.index("mkfs.ext4") and script.count("mkfs") == 1
+    assert "nofail" in script
