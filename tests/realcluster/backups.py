@@ -36,8 +36,8 @@ def _name(cn: str) -> x509.Name:
 
 
 def make_certificates(hosts: dict[str, tuple[str, str]]) -> tuple[bytes, dict[str, tuple]]:
-    """A CA and, per host, (key PEM, cert PEM) with CN and an IP SAN. `hosts` maps a host
-    to (common name, address)."""
+    """A CA and, per host, (key PEM, cert PEM) with CN and the address as SAN. `hosts`
+    maps a host to (common name, address)."""
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (x509.CertificateBuilder().subject_name(_name("pgha test CA"))
