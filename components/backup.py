@@ -17,10 +17,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from components.rendering import TEMPLATES_DIR, USERS, _env  # noqa: F401 - one Jinja env
+from components.rendering import USERS, _env  # one Jinja environment for all templates
 
 TLS_PORT = 8432
-COMPRESS_TYPES = ("zst", "lz4", "gz", "bz2", "none")
 # How far a restore replays WAL: pgBackRest's --type for each kind of target.
 RECOVERY_TARGET_TYPES = {"latest": "default", "time": "time", "name": "name", "lsn": "lsn"}
 RESTORE_METHOD = "pgbackrest_restore"
@@ -129,10 +128,11 @@ def restore_bootstrap(backup: BackupSpec, paths: BackupPaths,
     stack's repository). Patroni runs it on the one node that wins the initialize key;
     the others then become replicas (from the repository). pgBackRest writes the
     recovery settings, and Patroni is told to keep them."""
-    command = [paths.bin, f"--stanza={backup.stanza}", "--delta", *target.restore_args(),
-               "restore"]
+    # Quoted: a time target has a space, and Patroni splits the command like a shell.
+    command = _command(backup, paths, "--delta",
+                       *(shlex.quote(arg) for arg in target.restore_args()), "restore")
     return {"method": RESTORE_METHOD,
-            RESTORE_METHOD: {"command": shlex.join(command),
+            RESTORE_METHOD: {"command": command,
                              "keep_existing_recovery_conf": True, "no_params": True}}
 
 
@@ -153,7 +153,7 @@ def render_repo_conf(backup: BackupSpec, members: Mapping[str, str],
     """pgbackrest.conf on the repository host: the repository, retention, encryption and
     every database node (pg1..pgN) reached through its TLS server. `members` maps node
     name to address, in node order; the data and socket directories are the same on
-    every node, or given per node. Holds the passphrase: pgbackrest's own, 0600."""
+    every node, or given per node. Holds the passphrase: root:pgbackrest, 0640."""
     paths = paths or BackupPaths()
     if backup.encrypt and not cipher_pass:
         raise ValueError("an encrypted repository needs its passphrase")

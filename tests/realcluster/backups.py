@@ -11,6 +11,7 @@ the address as SAN).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -77,16 +78,13 @@ class BackupCluster(h.Cluster):
     def __init__(self, runtime: h.Runtime, node_count: int = 3, profile: str = "fast",
                  settings: dict[str, Any] | None = None, label: str = "backup",
                  **backup_changes: Any):
-        super().__init__(runtime, node_count, profile, settings, label)
-        self.bin = shutil.which("pgbackrest")
-        if self.bin is None:
+        bin_path = shutil.which("pgbackrest")
+        if bin_path is None:
             raise h.HarnessError("pgbackrest is not installed (apt-get install pgbackrest)")
-        values = dict(stanza=self.spec.cluster_name, repo_address=REPO_IP, retention_full=2,
-                      full_schedule="Sun *-*-* 01:00:00", diff_schedule="", encrypt=True,
-                      compress_type="zst", compress_level=None, archive_push_queue_max="1GiB")
-        values.update(backup_changes)
-        self.backup_spec = backup.BackupSpec(**values)
-        self.backup = backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin))
+        self.bin = bin_path
+        self.backup_changes = backup_changes
+        self.restore_target: backup.RecoveryTarget | None = None
+        super().__init__(runtime, node_count, profile, settings, label)
         self.net.members["repo"] = REPO_IP
         self.repo_dir = self.workdir / "repo"
         self.cipher_pass = random_password()
@@ -96,7 +94,6 @@ class BackupCluster(h.Cluster):
              "repo": (backup.repo_client_name(self.spec.cluster_name), REPO_IP)})
         self.configs: dict[str, Path] = {}
         for node in self.spec.nodes:
-            self.nodes[node.name] = self._prepare_node(node)  # again, now with backups
             n = self.nodes[node.name]
             paths = self._host_paths(n.dir / "pgbackrest", ca, certs[node.name])
             text = backup.render_node_conf(self.backup_spec, node.name, n.paths.data_dir,
@@ -110,7 +107,17 @@ class BackupCluster(h.Cluster):
             {n: node.paths.socket_dir for n, node in self.nodes.items()},
             self.cipher_pass, paths)
         self.configs["repo"] = self._write(Path(paths.config), text)
-        self.repo_path = Path(paths.repo)
+
+    @functools.cached_property
+    def backup_spec(self) -> backup.BackupSpec:
+        values = dict(stanza=self.spec.cluster_name, repo_address=REPO_IP, retention_full=2,
+                      full_schedule="Sun *-*-* 01:00:00", diff_schedule="", encrypt=True,
+                      compress_type="zst", compress_level=None, archive_push_queue_max="1GiB")
+        return backup.BackupSpec(**{**values, **self.backup_changes})
+
+    def backup_settings(self) -> dict[str, Any]:
+        return backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin),
+                                       restore=self.restore_target)
 
     def _chown(self, path: Path) -> None:
         os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
@@ -191,8 +198,7 @@ class BackupCluster(h.Cluster):
                 shutil.rmtree(d, ignore_errors=True)
                 d.mkdir(mode=0o700)
                 self._chown(d)
-        self.backup = backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin),
-                                              restore=target)
+        self.restore_target = target
         for node in self.spec.nodes:
             self.nodes[node.name] = self._prepare_node(node)
         self.event(f"restore to {target.kind} {target.value}")

@@ -512,11 +512,8 @@ class Cluster:
     """N nodes of the product's Patroni config, in network namespaces."""
 
     def __init__(self, runtime: Runtime, node_count: int = 3, profile: str = "fast",
-                 settings: dict[str, Any] | None = None, label: str = "cluster",
-                 backup: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, label: str = "cluster"):
         config, rendering = _product()
-        # What backups add to patroni.yml (components.backup.patroni_settings), or None.
-        self.backup = backup
         # Extra environment per node's Patroni (and so its PostgreSQL).
         self.patroni_env: dict[str, dict[str, str]] = {}
         self.runtime = runtime
@@ -561,7 +558,7 @@ class Cluster:
             # Patroni is started directly here; a killed process leaves its journal whole.
             journal_check="/nonexistent")
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
-                                            backup=self.backup)
+                                            backup=self.backup_settings())
         config = rendering.with_local_paths(rendering.parse_patroni_yml(text), paths,
                                             watchdog_mode="off")
         import yaml  # noqa: PLC0415 (test-side only)
@@ -599,6 +596,10 @@ class Cluster:
         self.event(f"healthy, leader {leader} ({self.formed_at - t0:.1f}s)")
         self.create_writes_table()
         return leader
+
+    def backup_settings(self) -> dict[str, Any] | None:
+        """Hook: what backups add to patroni.yml (components.backup.patroni_settings)."""
+        return None
 
     def before_patroni(self) -> None:
         """Hook: services the nodes need before Patroni starts (the network exists)."""
