@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from components.config import BackupSettings, ClusterSpec, RestoreTarget
 from components.rendering import USERS, _env  # one Jinja environment for all templates
 
 TLS_PORT = 8432
@@ -40,6 +41,17 @@ class BackupSpec:
     # until the next full backup) instead of filling the disk.
     archive_push_queue_max: str
     process_max: int = 2
+
+
+def backup_spec(settings: BackupSettings, stanza: str, repo_address: str) -> BackupSpec:
+    """The stack's backup settings with the repository host's address."""
+    return BackupSpec(stanza=stanza, repo_address=repo_address,
+                      retention_full=settings.retention_full,
+                      full_schedule=settings.full_schedule,
+                      diff_schedule=settings.diff_schedule, encrypt=settings.encrypt,
+                      compress_type=settings.compress_type,
+                      compress_level=settings.compress_level,
+                      archive_push_queue_max=settings.archive_push_queue_max)
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ def _command(backup: BackupSpec, paths: BackupPaths, *args: str) -> str:
 
 
 def patroni_settings(backup: BackupSpec, paths: BackupPaths,
-                     restore: RecoveryTarget | None = None) -> dict[str, Any]:
+                     restore: RestoreTarget | None = None) -> dict[str, Any]:
     """What backups add to patroni.yml: WAL archiving (cluster-wide, through the DCS),
     restore_command for replicas and recovery, and replicas created from the repository
     when it has a backup, else by pg_basebackup from the leader. With `restore`, a new
@@ -105,24 +117,18 @@ def patroni_settings(backup: BackupSpec, paths: BackupPaths,
     }
 
 
-@dataclass(frozen=True)
-class RecoveryTarget:
-    """Where a restore stops: the end of the archive ("latest"), a timestamp with its
-    time zone, a restore point's name (pg_create_restore_point) or an LSN."""
-    kind: str
-    value: str = ""
-
-    def restore_args(self) -> list[str]:
-        args = [f"--type={RECOVERY_TARGET_TYPES[self.kind]}"]
-        if self.kind != "latest":
-            # Stop at the target, then promote: the restored node becomes the leader of a
-            # new timeline; without this PostgreSQL would pause at the target.
-            args += [f"--target={self.value}", "--target-action=promote"]
-        return args
+def restore_args(target: RestoreTarget) -> list[str]:
+    """pgBackRest restore options that stop replay at `target`."""
+    args = [f"--type={RECOVERY_TARGET_TYPES[target.kind]}"]
+    if target.kind != "latest":
+        # Stop at the target, then promote: the restored node becomes the leader of a new
+        # timeline; without this PostgreSQL would pause at the target.
+        args += [f"--target={target.value}", "--target-action=promote"]
+    return args
 
 
 def restore_bootstrap(backup: BackupSpec, paths: BackupPaths,
-                      target: RecoveryTarget) -> dict[str, Any]:
+                      target: RestoreTarget) -> dict[str, Any]:
     """patroni.yml's bootstrap method that creates the cluster from the repository at
     `target` instead of running initdb (point-in-time recovery, or a clone of another
     stack's repository). Patroni runs it on the one node that wins the initialize key;
@@ -130,7 +136,7 @@ def restore_bootstrap(backup: BackupSpec, paths: BackupPaths,
     recovery settings, and Patroni is told to keep them."""
     # Quoted: a time target has a space, and Patroni splits the command like a shell.
     command = _command(backup, paths, "--delta",
-                       *(shlex.quote(arg) for arg in target.restore_args()), "restore")
+                       *(shlex.quote(arg) for arg in restore_args(target)), "restore")
     return {"method": RESTORE_METHOD,
             RESTORE_METHOD: {"command": command,
                              "keep_existing_recovery_conf": True, "no_params": True}}
@@ -210,10 +216,14 @@ def _user(role: str) -> str:
     return REPO_USER if role == "repository" else DB_USER
 
 
-def render_install_script(layout: Any, role: str, paths: BackupPaths | None = None) -> str:
-    """pgBackRest's package, its user (repository host) and directories."""
+def render_install_script(spec: ClusterSpec, role: str, paths: BackupPaths | None = None
+                          ) -> str:
+    """pgBackRest's package, its user (repository host) and directories. Every host
+    installs it from the same source as PostgreSQL (pgBackRest talks only to its own
+    exact version), so the repository host gets PGDG's repository when the nodes do."""
     return _env.get_template("install-pgbackrest.sh.j2").render(
-        layout=layout, role=role, user=_user(role), paths=paths or BackupPaths())
+        layout=spec.layout, pgdg=spec.postgres_source == "pgdg", role=role,
+        user=_user(role), paths=paths or BackupPaths())
 
 
 def render_repository_disk_script(disk: str, paths: BackupPaths | None = None) -> str:

@@ -21,6 +21,9 @@ RAFT_PORT = 5010
 # Nodes get fixed DHCP reservations from this offset in a network the program creates,
 # leaving the low addresses to the gateway and to dynamic leases.
 FIRST_NODE_OFFSET = 10
+# The backup repository's VM sits just below the first node, clear of nodes added later.
+REPOSITORY_NAME = "repository"
+REPOSITORY_OFFSET = -1
 MIN_MEMORY_MIB = 1024
 MIN_DISK_GIB = 8
 SUPPORTED_POSTGRES = range(13, 19)
@@ -111,6 +114,27 @@ SETTINGS: dict[str, Setting] = {
                               "Patroni (air-gapped sites)"),
     "healthTimeoutSeconds": Setting("int", 900, "how long `pulumi up` waits for a healthy "
                                     "cluster"),
+    # Backups: pgBackRest with a repository VM of its own (off: no repository VM at all).
+    "backups": Setting("bool", False, "pgBackRest backups and WAL archive on a repository "
+                       "VM of their own"),
+    "backupRetentionFull": Setting("int", 2, "full backups kept (older ones expire with "
+                                   "the WAL they need), 1 to 100"),
+    "backupFullSchedule": Setting("str", "Sun *-*-* 01:00:00", "systemd OnCalendar of the "
+                                  "full backup"),
+    "backupDiffSchedule": Setting("str", "Mon..Sat *-*-* 01:00:00", "systemd OnCalendar "
+                                  "of the differential backup; none: no differentials"),
+    "backupEncrypt": Setting("bool", True, "encrypt the repository (aes-256-cbc, "
+                             "generated passphrase)"),
+    "backupCompressType": Setting("str", "zst", "zst, lz4, gz, bz2 or none"),
+    "backupCompressLevel": Setting("int", 3, "compression level (zst -7..22, lz4 -5..12, "
+                                   "gz 0..9, bz2 1..9; ignored with none)"),
+    "backupArchiveQueueMax": Setting("str", "2GiB", "WAL a primary queues while the "
+                                     "repository is away before it drops the queue"),
+    "backupRepoDiskGib": Setting("int", 50, "repository VM's data disk in GiB"),
+    "backupRepoMemoryMib": Setting("int", 1024, "repository VM's memory in MiB"),
+    "restoreTarget": Setting("str", "", "point-in-time recovery of the whole cluster on the "
+                             "next up: latest, time:<timestamp+zone>, name:<restore point> "
+                             "or lsn:<lsn>"),
 }
 
 
@@ -132,6 +156,34 @@ class OsLayout:
     pg_data_dir: str
     postgres_home: str
     python: str  # interpreter for Patroni's virtualenv
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where a point-in-time recovery stops: the end of the WAL archive ("latest"), a
+    timestamp with its time zone, a restore point's name or an LSN."""
+    kind: str  # latest | time | name | lsn
+    value: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.kind if self.kind == "latest" else f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """The stack's backup settings, validated; the repository's address is known only
+    once its VM exists (components.backup.backup_spec adds it)."""
+    retention_full: int
+    full_schedule: str
+    diff_schedule: str  # empty: no differential backups
+    encrypt: bool
+    compress_type: str
+    compress_level: int | None
+    archive_push_queue_max: str
+    repo_disk_gib: int
+    repo_memory_mib: int
+    restore_target: RestoreTarget | None
 
 
 @dataclass(frozen=True)
@@ -171,6 +223,7 @@ class ClusterSpec:
     extra_ca_certificates: str
     python_index_url: str
     health_timeout_seconds: int
+    backups: BackupSettings | None = None  # None: no backups, no repository VM
 
     @property
     def creates_network(self) -> bool:
@@ -191,6 +244,16 @@ class ClusterSpec:
                          else None,
                          tags=dict(self.node_tags.get(name, {})))
                 for i, name in enumerate(self.node_names)]
+
+    @property
+    def repository(self) -> NodeSpec | None:
+        """The backup repository's VM (a host of its own, not a cluster member)."""
+        if self.backups is None:
+            return None
+        return NodeSpec(name=REPOSITORY_NAME, index=-1,
+                        mac=node_mac(self.cluster_name, REPOSITORY_NAME),
+                        address=node_address(self.network_cidr, REPOSITORY_OFFSET)
+                        if self.creates_network else None)
 
     @property
     def hba_cidrs(self) -> tuple[str, ...]:
@@ -219,13 +282,14 @@ def os_layout(family: str, source: str, version: int) -> OsLayout:
                     "/usr/bin/python3")
 
 
-def node_mac(cluster_name: str, index: int) -> str:
+def node_mac(cluster_name: str, index: int | str) -> str:
     """A stable, locally administered MAC (QEMU's OUI) per cluster and node."""
     digest = hashlib.sha256(f"{cluster_name}/{index}".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 def node_address(cidr: str, index: int) -> str:
+    """Node `index`'s reservation; negative indexes count down from the first node's."""
     net = ipaddress.ip_network(cidr, strict=False)
     return str(net.network_address + FIRST_NODE_OFFSET + index)
 
@@ -334,6 +398,7 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         problems.add("extraCaCertificates", v["extraCaCertificates"][:30] + "...",
                      "PEM certificates (-----BEGIN CERTIFICATE-----)")
     at_least("healthTimeoutSeconds", 60)
+    backups = _check_backups(v, problems)
 
     if problems:
         raise ConfigError(list(problems))
@@ -359,8 +424,81 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         node_tags={k: dict(t) for k, t in v["nodeTags"].items()},
         http_proxy=v["httpProxy"], extra_ca_certificates=v["extraCaCertificates"],
         python_index_url=v["pythonIndexUrl"],
-        health_timeout_seconds=v["healthTimeoutSeconds"],
+        health_timeout_seconds=v["healthTimeoutSeconds"], backups=backups,
     )
+
+
+# pgBackRest's own ranges per compression type.
+COMPRESS_LEVELS = {"zst": (-7, 22), "lz4": (-5, 12), "gz": (0, 9), "bz2": (1, 9)}
+# systemd calendar expressions: words, digits and these separators; systemd itself is the
+# final judge (the repository host's configure step fails on an expression it rejects).
+CALENDAR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ,.:*/~+-]{0,99}$")
+SIZE_RE = re.compile(r"^[1-9][0-9]*(KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$", re.IGNORECASE)
+TIME_TARGET_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?"
+                            r"(Z|[+-]\d{2}(:?\d{2})?)$")
+LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+RESTORE_POINT_RE = re.compile(r"^[A-Za-z0-9_.:@+-][A-Za-z0-9_.:@+ -]{0,62}$")
+
+
+def parse_restore_target(text: str) -> RestoreTarget | None:
+    """`latest`, `time:<timestamp with zone>`, `name:<restore point>` or `lsn:<lsn>`;
+    None when the text is none of these."""
+    if text == "latest":
+        return RestoreTarget("latest")
+    kind, _, value = text.partition(":")
+    checks = {"time": TIME_TARGET_RE, "name": RESTORE_POINT_RE, "lsn": LSN_RE}
+    if kind in checks and checks[kind].match(value):
+        return RestoreTarget(kind, value)
+    return None
+
+
+def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
+    """Backup settings are checked whenever they are set, so that turning backups on
+    later cannot surface an old typo; they take effect only with backups on."""
+    if v["backupRetentionFull"] < 1 or v["backupRetentionFull"] > 100:
+        problems.add("backupRetentionFull", v["backupRetentionFull"], "must be 1 to 100")
+    for key in ("backupFullSchedule", "backupDiffSchedule"):
+        if not CALENDAR_RE.match(v[key]):
+            problems.add(key, v[key], "a systemd calendar expression such as "
+                         "'Sun *-*-* 01:00:00' or 'daily'" +
+                         ("; none: no differential backups" if "Diff" in key else ""))
+    if v["backupFullSchedule"] == "none":
+        problems.add("backupFullSchedule", "none", "full backups cannot be turned off")
+    compress, level = v["backupCompressType"], v["backupCompressLevel"]
+    if compress not in (*COMPRESS_LEVELS, "none"):
+        problems.add("backupCompressType", compress, "allowed: zst, lz4, gz, bz2, none")
+    elif compress != "none":
+        if not COMPRESS_LEVELS[compress][0] <= level <= COMPRESS_LEVELS[compress][1]:
+            low, high = COMPRESS_LEVELS[compress]
+            problems.add("backupCompressLevel", level, f"{compress} levels are {low} to {high}")
+    if not SIZE_RE.match(v["backupArchiveQueueMax"]):
+        problems.add("backupArchiveQueueMax", v["backupArchiveQueueMax"],
+                     "a size such as 2GiB or 512MiB")
+    if v["backupRepoDiskGib"] < 4:
+        problems.add("backupRepoDiskGib", v["backupRepoDiskGib"], "must be at least 4")
+    if v["backupRepoMemoryMib"] < 512:
+        problems.add("backupRepoMemoryMib", v["backupRepoMemoryMib"],
+                     "must be at least 512")
+    target = None
+    if v["restoreTarget"]:
+        target = parse_restore_target(v["restoreTarget"])
+        if target is None:
+            problems.add("restoreTarget", v["restoreTarget"],
+                         "latest, time:<YYYY-MM-DD HH:MM:SS+zone> (e.g. time:2026-11-26 "
+                         "14:05:00+00), name:<restore point> or lsn:<X/X>")
+        elif not v["backups"]:
+            problems.add("restoreTarget", v["restoreTarget"],
+                         "restores come from the backup repository: needs backups true")
+    if not v["backups"]:
+        return None
+    return BackupSettings(
+        retention_full=v["backupRetentionFull"], full_schedule=v["backupFullSchedule"],
+        diff_schedule="" if v["backupDiffSchedule"] == "none" else v["backupDiffSchedule"],
+        encrypt=v["backupEncrypt"], compress_type=compress,
+        compress_level=None if compress == "none" else level,
+        archive_push_queue_max=v["backupArchiveQueueMax"],
+        repo_disk_gib=v["backupRepoDiskGib"], repo_memory_mib=v["backupRepoMemoryMib"],
+        restore_target=target)
 
 
 def _check_image(image: str, problems: _Problems) -> None:

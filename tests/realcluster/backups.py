@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from components import backup
+from components.config import RestoreTarget
 from tests.pulumi_mocks import random_password
 from tests.realcluster import harness as h
 
@@ -83,7 +84,7 @@ class BackupCluster(h.Cluster):
             raise h.HarnessError("pgbackrest is not installed (apt-get install pgbackrest)")
         self.bin = bin_path
         self.backup_changes = backup_changes
-        self.restore_target: backup.RecoveryTarget | None = None
+        self.restore_target: RestoreTarget | None = None
         super().__init__(runtime, node_count, profile, settings, label)
         self.net.members["repo"] = REPO_IP
         self.repo_dir = self.workdir / "repo"
@@ -186,7 +187,7 @@ class BackupCluster(h.Cluster):
     def backups(self) -> list[dict]:
         return self.info()["backup"]
 
-    def restore_to(self, target: backup.RecoveryTarget) -> None:
+    def restore_to(self, target: RestoreTarget) -> None:
         """Point-in-time recovery of the whole cluster, as the product does it: Patroni
         stopped everywhere, the DCS (Raft) and every data directory emptied, and the
         cluster bootstrapped again from the repository at `target` (patroni.yml's restore

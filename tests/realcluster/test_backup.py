@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from components import backup
+from components.config import RestoreTarget
 from tests import workload
 from tests.realcluster.backups import (BackupCluster, parse_lsn, segment_name,
                                         segment_number, segment_of)
@@ -77,7 +78,7 @@ def test_point_in_time_recovery_keeps_exactly_the_rows_before_the_target(make_cl
     c.pgbackrest("check", timeout=180)
 
     t0 = time.time()
-    c.restore_to(backup.RecoveryTarget("time", target))
+    c.restore_to(RestoreTarget("time", target))
     leader = c.wait_healthy(timeout=300)
     print(f"restored to {target}: healthy in {time.time() - t0:.1f} s, leader {leader}")
     expected = "\n".join(str(i) for i in range(1, 41))

@@ -175,11 +175,13 @@ KEY = "-----BEGIN PRIVATE KEY-----\nsecret-key-material\n-----END PRIVATE KEY---
 
 
 def backup_scripts():
-    for family in ("debian12-distro", "rocky8-default"):
-        spec = build_spec({"osFamily": "debian12", "postgresSource": "distro",
-                           "postgresVersion": 15} if family.startswith("debian") else {})
+    families = {"debian12-distro": {"osFamily": "debian12", "postgresSource": "distro",
+                                    "postgresVersion": 15},
+                "debian12-pgdg": {"osFamily": "debian12"}, "rocky8-default": {}}
+    for family, settings in families.items():
+        spec = build_spec(settings)
         for role in ("database", "repository"):
-            yield f"{family}/install-{role}", backup.render_install_script(spec.layout, role)
+            yield f"{family}/install-{role}", backup.render_install_script(spec, role)
     yield "repository-disk", backup.render_repository_disk_script("/dev/vdb")
     yield "configure-database", backup.render_configure_script(
         "database", "srv1", node_conf(), "CA", "CERT", KEY)
