@@ -1,6 +1,7 @@
 """Entry point: read the stack's settings once, build the cluster, export its outputs."""
 import pulumi
 
+from components import backup
 from components.cluster import PatroniCluster, PatroniClusterArgs
 from components.config import SETTINGS, ConfigError, build_spec
 
@@ -35,3 +36,9 @@ pulumi.export("patronictl", cluster.node_ips.apply(
 pulumi.export("knownHosts", cluster.known_hosts)
 pulumi.export("sshPrivateKey", cluster.ssh_private_key)
 pulumi.export("passwords", cluster.passwords)
+if spec.backups is not None:
+    pulumi.export("backupRepositoryHost", cluster.repository_ip)
+    pulumi.export("backupInfoCommand", cluster.repository_ip.apply(
+        lambda ip: f"ssh {ssh_options} {spec.ssh_user}@{ip} "
+                   f"{backup.info_command(stanza=spec.cluster_name)}"))
+    pulumi.export("backupLabelAtCreation", cluster.backup_label)

@@ -13,12 +13,14 @@ repository pgBackRest encrypts there, so a database node never holds it.
 """
 from __future__ import annotations
 
+import posixpath
 import shlex
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Mapping
 
 from components.config import BackupSettings, ClusterSpec, RestoreTarget
-from components.rendering import USERS, _env  # one Jinja environment for all templates
+from components.rendering import USERS, _env, node_paths  # one Jinja environment
 
 TLS_PORT = 8432
 # How far a restore replays WAL: pgBackRest's --type for each kind of target.
@@ -198,11 +200,10 @@ def render_backup_units(backup: BackupSpec, paths: BackupPaths | None = None
     return units
 
 
-def info_command(backup: BackupSpec, paths: BackupPaths | None = None) -> str:
+def info_command(stanza: str, paths: BackupPaths | None = None) -> str:
     """What a user runs on the repository host to list backups and the WAL archive."""
     paths = paths or BackupPaths()
-    return "sudo -u pgbackrest " + shlex.join([paths.bin, f"--stanza={backup.stanza}",
-                                               "info"])
+    return f"sudo -u {REPO_USER} " + shlex.join([paths.bin, f"--stanza={stanza}", "info"])
 
 
 # ---- provisioning scripts (run as pulumi-command runs them: `sudo bash -s`, on stdin) ---
@@ -254,3 +255,26 @@ def render_configure_script(role: str, host: str, config: str, ca_cert: str, cer
 def render_init_backups_script(backup: BackupSpec) -> str:
     """Stanza, archive check and the first full backup, on the repository host."""
     return _env.get_template("init-backups.sh.j2").render(backup=backup, user=REPO_USER)
+
+
+# ---- point-in-time recovery of the whole cluster (spec.backups.restore_target) ----------
+def target_epoch(target: RestoreTarget) -> int:
+    """Seconds since the epoch of a time target; 0 for the other kinds."""
+    if target.kind != "time":
+        return 0
+    return int(datetime.fromisoformat(target.value).timestamp())
+
+
+def render_restore_check_script(backup: BackupSpec, target: RestoreTarget) -> str:
+    """On the repository host, before anything is stopped: a backup that can serve
+    `target` exists."""
+    return _env.get_template("restore-check.sh.j2").render(
+        backup=backup, target=target, target_epoch=target_epoch(target), user=REPO_USER)
+
+
+def render_restore_reset_script(spec: ClusterSpec, target: RestoreTarget) -> str:
+    """On every database node: Patroni stopped, data directory and Raft state emptied
+    (once per target; see the template)."""
+    paths = node_paths(spec)
+    return _env.get_template("restore-reset.sh.j2").render(
+        target=target, paths=paths, marker=f"{posixpath.dirname(paths.raft_dir)}/restored-target")

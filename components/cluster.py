@@ -13,9 +13,11 @@ import pulumi_random as random
 import pulumi_tls as tls
 from pulumi_command import local
 
-from components import health, rendering
+from components import backup, health, rendering
 from components.config import RESTAPI_PORT, ClusterSpec
-from components.provisioner import NodeProvisioner, NodeProvisionerArgs, remote_step
+from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
+                                    remote_step)
+from components.repository import BackupRepository, BackupRepositoryArgs
 from components.vm import LibvirtNode, LibvirtNodeArgs
 
 PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
@@ -41,6 +43,9 @@ class PatroniCluster(pulumi.ComponentResource):
     ssh_private_key: pulumi.Output[str]
     known_hosts: pulumi.Output[str]
     passwords: pulumi.Output[Mapping[str, str]]
+    # With backups on (else None): the repository host and what it printed at creation.
+    repository_ip: Optional[pulumi.Output[str]] = None
+    backup_label: Optional[pulumi.Output[str]] = None
 
     def __init__(self, name: str, args: PatroniClusterArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -84,19 +89,52 @@ class PatroniCluster(pulumi.ComponentResource):
         self.node_ips = pulumi.Output.all(*[vms[n].ip for n in names]).apply(
             lambda ips: dict(zip(names, ips)))
 
+        repository = restore_check = None
+        if spec.backups is not None:
+            repository = BackupRepository(f"{name}-repository", BackupRepositoryArgs(
+                spec=spec, base_volume_id=base_volume.id, network_id=network_id,
+                ssh_public_key=ssh_public_key, ssh_private_key=ssh_private_key,
+                addresses=self.node_ips), opts=infra)
+            self.repository_ip = repository.ip
+            if spec.backups.restore_target is not None:
+                target = spec.backups.restore_target
+                restore_check = remote_step(
+                    f"{name}-restore-check", repository.connection,
+                    repository.spec_output.apply(
+                        lambda b: backup.render_restore_check_script(b, target)),
+                    parent=self, after=[repository.configure])
+
+        def backup_args(node_name: str) -> Optional[NodeBackupArgs]:
+            if repository is None:
+                return None
+            identity = repository.identity(
+                node_name, backup.node_client_name(spec.cluster_name, node_name),
+                vms[node_name].ip)
+            return NodeBackupArgs(spec=repository.spec_output, ca_cert=identity.ca_cert,
+                                  cert=identity.cert, key=identity.key,
+                                  repository_ready=repository.configure,
+                                  restore_ready=restore_check)
+
         provisioners = [NodeProvisioner(f"{name}-{node.name}-provision", NodeProvisionerArgs(
             spec=spec, node=node, vm=vms[node.name], ssh_private_key=ssh_private_key,
             host_public_key=host_keys[node.name].public_key_openssh,
-            addresses=self.node_ips, secrets=secrets), opts=pulumi.ResourceOptions(parent=self))
+            addresses=self.node_ips, secrets=secrets, backup=backup_args(node.name)),
+            opts=pulumi.ResourceOptions(parent=self))
             for node in spec.nodes]
 
+        started: list[pulumi.Resource] = [p.start for p in provisioners]
+        # Re-check health whenever any node's configuration changed.
+        gate_triggers: list = [p.configure.stdin for p in provisioners]
+        if restore_check is not None:
+            started = self._restore(name, spec, provisioners, restore_check)
+            gate_triggers.append(spec.backups.restore_target.text)
         first = provisioners[0]
         gate = remote_step(
             f"{name}-health-gate", first.connection,
             self.node_ips.apply(lambda ips: rendering.render_health_gate_script(spec, ips)),
-            parent=self, after=[p.start for p in provisioners],
-            # Re-check health whenever any node's configuration changed.
-            triggers=[p.configure.stdin for p in provisioners])
+            parent=self, after=started, triggers=gate_triggers)
+        if repository is not None:
+            self.backup_label = repository.init_backups(after=[gate], triggers=gate_triggers)
         self.leader = gate.stdout.apply(_leader_from_gate)
         self._report_health(spec, gate)
         self.dsn_read_write = self.node_ips.apply(
@@ -113,6 +151,22 @@ class PatroniCluster(pulumi.ComponentResource):
             "nodeIps": self.node_ips, "leader": self.leader,
             "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,
             "restUrls": self.rest_urls, "knownHosts": self.known_hosts})
+
+    def _restore(self, name: str, spec: ClusterSpec, provisioners: list[NodeProvisioner],
+                 restore_check: pulumi.Resource) -> list[pulumi.Resource]:
+        """Point-in-time recovery of the whole cluster: once the repository proved it can
+        serve the target, every node stops and empties itself, then all start together and
+        Patroni bootstraps the cluster from the repository (patroni.yml's restore method,
+        rendered by the configure steps); the other nodes become replicas."""
+        target = spec.backups.restore_target
+        resets = [remote_step(f"{p.step_prefix}-restore-reset", p.connection,
+                              backup.render_restore_reset_script(spec, target), parent=p,
+                              after=[restore_check, p.configure, p.start])
+                  for p in provisioners]
+        return [remote_step(f"{p.step_prefix}-restore-start", p.connection,
+                            rendering.render_start_script(spec, node), parent=p,
+                            after=resets)
+                for p, node in zip(provisioners, spec.nodes)]
 
     def _report_health(self, spec: ClusterSpec, gate: pulumi.Resource) -> None:
         """Warn about a degraded cluster on every up and preview, without a diff: an invoke

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
-from components import rendering
+from components import backup, rendering
 from components.config import ClusterSpec, NodeSpec
 from components.vm import LibvirtNode
 
@@ -42,6 +42,19 @@ def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Inp
 
 
 @dataclass
+class NodeBackupArgs:
+    """What a database node needs for backups: the repository's settings and address,
+    the node's TLS identity, and the repository host's step that must be done first."""
+    spec: pulumi.Output[backup.BackupSpec]
+    ca_cert: pulumi.Input[str]
+    cert: pulumi.Input[str]
+    key: pulumi.Input[str]  # secret
+    repository_ready: pulumi.Resource
+    # Set only while a point-in-time recovery is requested (spec.backups.restore_target).
+    restore_ready: Optional[pulumi.Resource] = None
+
+
+@dataclass
 class NodeProvisionerArgs:
     spec: ClusterSpec
     node: NodeSpec
@@ -51,6 +64,7 @@ class NodeProvisionerArgs:
     # Every node's IP by name: only the configuration step waits for all of them.
     addresses: pulumi.Output[Mapping[str, str]]
     secrets: pulumi.Output[rendering.ClusterSecrets]
+    backup: Optional[NodeBackupArgs] = None
 
 
 class NodeProvisioner(pulumi.ComponentResource):
@@ -64,6 +78,7 @@ class NodeProvisioner(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:NodeProvisioner", name, None, opts)
         spec, node = args.spec, args.node
+        self.step_prefix = name
         self.connection = ssh_connection(spec, args.vm, args.ssh_private_key,
                                          args.host_public_key)
         # A replaced VM (same IP or not) must be provisioned from scratch.
@@ -79,9 +94,39 @@ class NodeProvisioner(pulumi.ComponentResource):
         watchdog = step("watchdog", rendering.render_watchdog_script(spec), [install_postgres])
         self.install_patroni = step("install-patroni",
                                     rendering.render_install_patroni_script(spec), [watchdog])
-        configure_script = pulumi.Output.all(args.addresses, args.secrets).apply(
-            lambda values: rendering.render_configure_script(spec, node, values[0], values[1]))
-        self.configure = step("configure", configure_script, [self.install_patroni],
+        before_configure: list[pulumi.Resource] = [self.install_patroni]
+        before_start: list[pulumi.Resource] = []
+        backup_spec: pulumi.Output = pulumi.Output.from_input(None)
+        if args.backup is not None:
+            wiring = args.backup
+            backup_spec = wiring.spec
+            install_backup = step("install-pgbackrest",
+                                  backup.render_install_script(spec, "database"),
+                                  [install_postgres])
+            paths = rendering.node_paths(spec)
+            config = wiring.spec.apply(lambda b: backup.render_node_conf(
+                b, node.name, paths.data_dir, paths.socket_dir))
+            backup_script = pulumi.Output.all(config, wiring.ca_cert, wiring.cert,
+                                              wiring.key).apply(
+                lambda v: backup.render_configure_script("database", node.name, *v))
+            before_configure.append(step("configure-pgbackrest", backup_script,
+                                         [install_backup], holds_secrets=True))
+            # Archiving starts with the cluster: the repository's server must answer.
+            before_start.append(wiring.repository_ready)
+            if wiring.restore_ready is not None:
+                before_start.append(wiring.restore_ready)
+        configure_script = pulumi.Output.all(args.addresses, args.secrets, backup_spec).apply(
+            lambda v: rendering.render_configure_script(
+                spec, node, v[0], v[1], backup=_patroni_backup_settings(spec, v[2])))
+        self.configure = step("configure", configure_script, before_configure,
                               holds_secrets=True)
-        self.start = step("start", rendering.render_start_script(spec, node), [self.configure])
+        self.start = step("start", rendering.render_start_script(spec, node),
+                          [self.configure, *before_start])
         self.register_outputs({"configured": self.configure.id, "started": self.start.id})
+
+
+def _patroni_backup_settings(spec: ClusterSpec, backup_spec: Optional[backup.BackupSpec]):
+    if backup_spec is None or spec.backups is None:
+        return None
+    return backup.patroni_settings(backup_spec, backup.BackupPaths(),
+                                   restore=spec.backups.restore_target)

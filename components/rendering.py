@@ -184,10 +184,12 @@ def render_install_patroni_script(spec: ClusterSpec) -> str:
 
 
 def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
-                            secrets: ClusterSecrets) -> str:
+                            secrets: ClusterSecrets,
+                            backup: Mapping[str, Any] | None = None) -> str:
     paths = node_paths(spec)
     return _render("configure-patroni.sh.j2", spec=spec, node=node, paths=paths,
-                   patroni_yml=render_patroni_yml(spec, node, addresses, secrets),
+                   patroni_yml=render_patroni_yml(spec, node, addresses, secrets,
+                                                  backup=backup),
                    unit=render_unit(spec), flush_unit=render_raft_flush_unit(spec),
                    apply_dcs_py=_render("apply-dcs.py.j2", paths=paths).rstrip("\n"))
 

@@ -11,6 +11,8 @@ from components.config import ClusterSpec, NodeSpec
 from components.rendering import render_cloud_init
 
 GIB = 1024 ** 3
+# Disks are virtio, attached in the order declared: system disk, then the data disk.
+DATA_DISK_DEVICE = "/dev/vdb"
 # Provisioning a VM under emulation can take many minutes; libvirt's default is 5. The
 # Domain resource has no update timeout (setting one only earns a warning on every run).
 DOMAIN_TIMEOUTS = pulumi.CustomTimeouts(create="30m", delete="10m")
@@ -25,6 +27,12 @@ class LibvirtNodeArgs:
     ssh_public_key: pulumi.Input[str]
     host_private_key: pulumi.Input[str]
     host_public_key: pulumi.Input[str]
+    # The cluster's per-node sizes unless given (the backup repository's VM is smaller).
+    vcpus: Optional[int] = None
+    memory_mib: Optional[int] = None
+    # A second, empty disk (DATA_DISK_DEVICE in the guest): the backup repository keeps
+    # its backups there, apart from the system disk.
+    data_disk_gib: int = 0
 
 
 class LibvirtNode(pulumi.ComponentResource):
@@ -44,6 +52,13 @@ class LibvirtNode(pulumi.ComponentResource):
             f"{name}-disk", name=f"{libvirt_name}.qcow2", pool=spec.storage_pool,
             base_volume_id=args.base_volume_id, format="qcow2", size=spec.disk_gib * GIB,
             opts=child)
+        disks = [libvirt.DomainDiskArgs(volume_id=disk.id)]
+        if args.data_disk_gib:
+            data_disk = libvirt.Volume(
+                f"{name}-data-disk", name=f"{libvirt_name}-data.qcow2",
+                pool=spec.storage_pool, format="qcow2", size=args.data_disk_gib * GIB,
+                opts=child)
+            disks.append(libvirt.DomainDiskArgs(volume_id=data_disk.id))
         user_data = pulumi.Output.all(
             args.ssh_public_key, args.host_private_key, args.host_public_key,
         ).apply(lambda keys: render_cloud_init(spec, node, *keys))
@@ -62,9 +77,9 @@ class LibvirtNode(pulumi.ComponentResource):
             network_name=None if args.network_id is not None else spec.network_name)
         self.domain = libvirt.Domain(
             f"{name}-domain", name=libvirt_name, type=spec.domain_type,
-            vcpu=spec.vcpus, memory=spec.memory_mib,
+            vcpu=args.vcpus or spec.vcpus, memory=args.memory_mib or spec.memory_mib,
             cpu=libvirt.DomainCpuArgs(mode=spec.cpu_mode) if spec.cpu_mode else None,
-            disks=[libvirt.DomainDiskArgs(volume_id=disk.id)],
+            disks=disks,
             # The provider attaches the seed as an IDE CD-ROM (machine type "pc") and leaves
             # it out of `disks` when it reads the domain back only in that shape: any other
             # attachment shows up as a second disk and forces a replacement of the VM on

@@ -3,12 +3,13 @@ Patroni additions by Patroni's validator, and the secrets stay where they belong
 import configparser
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from components import backup, rendering
-from components.config import build_spec
+from components.config import build_spec, parse_restore_target
 from tests.conftest import skip_or_fail
 from tests.unit.test_rendering import SECRETS, keys_of, patroni_known_keys
 
@@ -166,7 +167,7 @@ def test_the_server_unit_never_gives_up_and_runs_as_the_given_user():
     assert "User=postgres" in unit and "Restart=always" in unit
     assert "StartLimitIntervalSec=0" in unit
     assert "ExecStart=/usr/bin/pgbackrest server" in unit
-    assert backup.info_command(backup_spec()) == (
+    assert backup.info_command(SPEC.cluster_name) == (
         f"sudo -u pgbackrest /usr/bin/pgbackrest --stanza={SPEC.cluster_name} info")
 
 
@@ -188,6 +189,12 @@ def backup_scripts():
     yield "configure-repository", backup.render_configure_script(
         "repository", "repository", repo_conf(), "CA", "CERT", KEY, backup_spec())
     yield "init-backups", backup.render_init_backups_script(backup_spec())
+    for target in ("latest", "time:2026-11-26 14:05:00+00", "name:before migration",
+                   "lsn:0/3000060"):
+        parsed = parse_restore_target(target)
+        kind = parsed.kind
+        yield f"restore-check-{kind}", backup.render_restore_check_script(backup_spec(), parsed)
+        yield f"restore-reset-{kind}", backup.render_restore_reset_script(SPEC, parsed)
 
 
 BACKUP_SCRIPTS = dict(backup_scripts())
@@ -227,3 +234,37 @@ def test_the_repository_disk_is_formatted_only_when_it_holds_no_filesystem():
     guard = script.index('if ! blkid "$disk"')
     assert guard < script.index("mkfs.ext4") and script.count("mkfs") == 1
     assert "nofail" in script
+
+
+def test_health_gate_with_backups_judges_archiving_and_is_valid_python():
+    spec = build_spec({"backups": True})
+    script = rendering.render_health_gate_script(spec, ADDRESSES)
+    gate = script.split("<<'PY'\n", 1)[1].rsplit("\nPY\n", 1)[0]
+    compile(gate, "health-gate.py", "exec")
+    assert "def archiver_problem" in gate and "pg_stat_archiver" in gate
+    plain = rendering.render_health_gate_script(SPEC, ADDRESSES)
+    assert "archiver" not in plain
+
+
+def test_restore_check_refuses_before_anything_is_stopped(tmp_path):
+    """The check's own Python judges `pgbackrest info` output: no backup, a target before
+    the oldest backup, a target in the future; a good target names the backup."""
+    import json
+    import re
+    target = parse_restore_target("time:2026-11-26 14:05:00+00")
+    script = backup.render_restore_check_script(backup_spec(), target)
+    program = re.search(r"python3 -c '\n(.*?)\n' <<<", script, re.S).group(1)
+
+    def judge(backups, epoch):
+        info = json.dumps([{"backup": backups}])
+        return subprocess.run([sys.executable, "-c", program], input=info, text=True,
+                              capture_output=True,
+                              env={"TARGET_EPOCH": str(epoch), "TARGET": target.text})
+    full = {"label": "20261126-100000F", "timestamp": {"start": 1795690000, "stop": 1795690800}}
+    assert "holds no backup" in judge([], 1795701900).stderr
+    early = judge([full], 1795690000)
+    assert early.returncode != 0 and "no backup ended before" in early.stderr
+    assert "in the future" in judge([full], 4102444800).stderr
+    good = judge([full], 1795701900)
+    assert good.returncode == 0 and "20261126-100000F" in good.stdout
+    assert judge([full], 0).returncode == 0  # latest / name / lsn: any backup will do
