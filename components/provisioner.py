@@ -100,9 +100,10 @@ class NodeProvisioner(pulumi.ComponentResource):
         if args.backup is not None:
             wiring = args.backup
             backup_spec = wiring.spec
+            # After the last step that installs packages: one package manager at a time.
             install_backup = step("install-pgbackrest",
                                   backup.render_install_script(spec, "database"),
-                                  [install_postgres])
+                                  [self.install_patroni])
             paths = rendering.node_paths(spec)
             config = wiring.spec.apply(lambda b: backup.render_node_conf(
                 b, node.name, paths.data_dir, paths.socket_dir))

@@ -92,7 +92,7 @@ def test_repository_steps_run_in_order_and_before_any_node_starts():
     for i in (1, 2, 3):
         node = f"pg-raft-srv{i}-provision"
         assert repo_configure.urn in prog.named(f"{node}-start").dependencies
-        assert prog.named(f"{node}-install-postgres").urn in \
+        assert prog.named(f"{node}-install-patroni").urn in \
             prog.named(f"{node}-install-pgbackrest").dependencies
         assert prog.named(f"{node}-configure-pgbackrest").urn in \
             prog.named(f"{node}-configure").dependencies

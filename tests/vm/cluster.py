@@ -56,9 +56,10 @@ class VmCluster:
         return self.plan.domains[name]["name"]
 
     def login(self, name: str) -> Step:
-        """Any of the node's steps carries its SSH connection."""
+        """Any of the host's steps carries its SSH connection (a node, or the backup
+        repository)."""
         return next(s for s in self.plan.steps.values()
-                    if s.host == self.addresses[name])
+                    if s.host == self.plan.hosts[name])
 
     def sh(self, name: str, command: str, timeout: float = 120,
            dial_deadline: float = 30) -> subprocess.CompletedProcess:

@@ -39,7 +39,8 @@ def vm_settings(run_id: str, image: Path, packages: dict[str, str]) -> dict:
             "postgresSource": "distro", "postgresVersion": 15, "domainType": "qemu",
             "vcpus": 1, "memoryMib": 1024, "diskGib": 8, "networkMode": "none",
             "networkCidr": CIDR, "baseImage": str(image),
-            "storagePool": f"pgha-vm{run_id}-pool", **packages}
+            "storagePool": f"pgha-vm{run_id}-pool", "backups": True,
+            "backupRepoDiskGib": 4, "backupRepoMemoryMib": 768, **packages}
 
 
 def build_image() -> Path:
@@ -83,13 +84,14 @@ def vm_cluster():
         lab.create_network(plan.network, plan.domains)
         served = lab.serve_packages(wheelhouse)
         assert served == packages, served
-        (base,) = [v for v in plan.volumes if "baseVolumeId" not in v]
+        (base,) = [v for v in plan.volumes if "source" in v]
         base_path = lab.create_base_volume(base, image)
-        disks = {v["name"]: v for v in plan.volumes if "baseVolumeId" in v}
+        disks = {v["name"]: v for v in plan.volumes if "source" not in v}
         for name, domain in plan.domains.items():
             lab.create_node(domain, plan.seeds[name], disks[f"{domain['name']}.qcow2"],
-                            base_path)
-        TIMINGS.add("setup: lab + define and start 3 VMs", time.monotonic() - t0)
+                            base_path, disks.get(f"{domain['name']}-data.qcow2"))
+        TIMINGS.add(f"setup: lab + define and start {len(plan.domains)} VMs",
+                    time.monotonic() - t0)
 
         cluster = VmCluster(plan, lab, Ssh(lab.netns, workdir / "ssh"), TIMINGS, workdir)
         cluster.mocks = mocks

@@ -98,16 +98,22 @@ class Lab:
         base.chmod(0o644)
         return base
 
-    def create_node(self, domain: dict, seed: dict, disk: dict, base: Path) -> None:
+    def create_node(self, domain: dict, seed: dict, disk: dict, base: Path,
+                    data_disk: dict | None = None) -> None:
         assert self.pool_dir is not None
         overlay = self.pool_dir / disk["name"]
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                         "-b", str(base), str(overlay), str(disk["size"])], check=True)
+        data = None
+        if data_disk is not None:
+            data = self.pool_dir / data_disk["name"]
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data),
+                            str(data_disk["size"])], check=True)
         seed_path = self.pool_dir / seed["name"]
         self._seed_iso(seed_path, seed["userData"], seed.get("metaData") or "")
         self.virsh("pool-refresh", f"{self.prefix}-pool")
         xml_path = self.workdir / f"{domain['name']}.xml"
-        xml_path.write_text(self._domain_xml(domain, overlay, seed_path))
+        xml_path.write_text(self._domain_xml(domain, overlay, seed_path, data))
         self.virsh("define", str(xml_path))
         if domain.get("autostart"):
             self.virsh("autostart", domain["name"])
@@ -126,8 +132,14 @@ class Lab:
     def console_log(self, domain_name: str) -> Path:
         return self.workdir / f"{domain_name}.console.log"
 
-    def _domain_xml(self, domain: dict, overlay: Path, seed: Path) -> str:
+    def _domain_xml(self, domain: dict, overlay: Path, seed: Path,
+                    data: Path | None = None) -> str:
         nic = domain["networkInterfaces"][0]
+        # A second declared disk follows the first on the virtio bus, as the provider
+        # attaches it.
+        data_xml = "" if data is None else (
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file={quoteattr(str(data))}/><target dev='vdb' bus='virtio'/></disk>")
         cpu = domain.get("cpu", {}).get("mode")
         log = self.console_log(domain["name"])
         return textwrap.dedent(f"""\
@@ -148,6 +160,7 @@ class Lab:
                   <source file={quoteattr(str(overlay))}/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
+                {data_xml}
                 <disk type='file' device='cdrom'>
                   <driver name='qemu' type='raw'/>
                   <source file={quoteattr(str(seed))}/>

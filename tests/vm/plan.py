@@ -14,15 +14,28 @@ probe) and the stack outputs.
 """
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from components.config import REPOSITORY_NAME
 from tests.pulumi_mocks import (COMMAND, DOMAIN, LOCAL_RUN, NETWORK, PASSWORD, PRIVATE_KEY,
-                                SEED, VOLUME, Program, random_password, run_program)
+                                SEED, VOLUME, Program, random_password, run_program,
+                                unwrap)
+
+SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
+CERT_REQUEST = "tls:index/certRequest:CertRequest"
+LOCALLY_SIGNED_CERT = "tls:index/locallySignedCert:LocallySignedCert"
 
 
 class VmMocks(pulumi.runtime.Mocks):
@@ -38,12 +51,21 @@ class VmMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
+        inputs = unwrap(dict(args.inputs))
         if args.typ == DOMAIN:
             # wait_for_lease returns the address DHCP gave; the lab reserves exactly this.
             outputs["networkInterfaces"] = [dict(nic) for nic in
                                             args.inputs["networkInterfaces"]]
         elif args.typ == PRIVATE_KEY:
-            outputs.update(self._keep(args.name, _ed25519_key))
+            outputs.update(self._keep(args.name, _ecdsa_key if args.inputs.get(
+                "algorithm") == "ECDSA" else _ed25519_key))
+        elif args.typ == SELF_SIGNED_CERT:
+            outputs.update(self._keep(args.name, lambda: {"certPem": _ca_cert(inputs)}))
+        elif args.typ == CERT_REQUEST:
+            # The request is only carried to the signer: keep what it asks for.
+            outputs["certRequestPem"] = json.dumps(inputs)
+        elif args.typ == LOCALLY_SIGNED_CERT:
+            outputs.update(self._keep(args.name, lambda: {"certPem": _signed_cert(inputs)}))
         elif args.typ == PASSWORD:
             outputs.update(self._keep(args.name, lambda: {"result": random_password(
                 int(args.inputs.get("length", 32)))}))
@@ -55,6 +77,57 @@ class VmMocks(pulumi.runtime.Mocks):
         if args.token == LOCAL_RUN:
             return {"stdout": "{}", "stderr": "", "command": args.args.get("command", "")}
         return {}
+
+
+def _ecdsa_key() -> dict[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return {"privateKeyPem": key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()}
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject: x509.Name, public_key, issuer: x509.Name, signer, hours: int,
+                 extensions: list) -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+               .public_key(public_key).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5))
+               .not_valid_after(now + dt.timedelta(hours=hours)))
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signer, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM).decode()
+
+
+def _ca_cert(inputs: dict) -> str:
+    """tls.SelfSignedCert as the provider makes it for a CA."""
+    key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
+    name = _name(inputs["subject"]["commonName"])
+    return _certificate(name, key.public_key(), name, key,
+                        int(inputs["validityPeriodHours"]),
+                        [(x509.BasicConstraints(ca=True, path_length=None), True)])
+
+
+def _signed_cert(inputs: dict) -> str:
+    """tls.LocallySignedCert: the request's subject and SANs, signed by the CA."""
+    request = json.loads(inputs["certRequestPem"])
+    key = serialization.load_pem_private_key(request["privateKeyPem"].encode(), None)
+    ca_key = serialization.load_pem_private_key(inputs["caPrivateKeyPem"].encode(), None)
+    ca = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
+    sans = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in request.get("ipAddresses", [])]
+    sans += [x509.DNSName(name) for name in request.get("dnsNames", [])]
+    uses = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH,
+            "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
+    return _certificate(
+        _name(request["subject"]["commonName"]), key.public_key(), ca.subject, ca_key,
+        int(inputs["validityPeriodHours"]),
+        [(x509.SubjectAlternativeName(sans), False),
+         (x509.ExtendedKeyUsage([uses[u] for u in inputs["allowedUses"] if u in uses]),
+          False)])
 
 
 def _ed25519_key() -> dict[str, str]:
@@ -100,9 +173,16 @@ class Plan:
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def addresses(self) -> dict[str, str]:
+    def hosts(self) -> dict[str, str]:
+        """Every VM's address by name: the cluster's nodes and, with backups on, the
+        backup repository."""
         return {name: d["networkInterfaces"][0]["addresses"][0]
                 for name, d in self.domains.items()}
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """The cluster's nodes only."""
+        return dict(self.outputs["nodeIps"])
 
     def steps_changed_since(self, before: "Plan") -> list[str]:
         """Steps whose inputs differ from `before`'s: what `pulumi up` would update."""
@@ -118,6 +198,10 @@ def plan_for(settings: dict, mocks: VmMocks) -> Plan:
         "dsnReadOnly": cluster.dsn_read_only, "passwords": cluster.passwords,
         "knownHosts": cluster.known_hosts}.items()}
     node_of = {name: name for name in outputs["nodeIps"]}
+    if cluster.repository_ip is not None:
+        node_of[REPOSITORY_NAME] = REPOSITORY_NAME
+        outputs["backupRepositoryHost"] = program.resolve(cluster.repository_ip)
+        outputs["backupLabelAtCreation"] = program.resolve(cluster.backup_label)
 
     def node_name(resource_name: str) -> str:
         return next(n for n in node_of if f"-{n}-" in resource_name + "-")

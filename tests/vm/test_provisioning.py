@@ -78,8 +78,9 @@ def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_clus
                      c.mocks)
     changed = sorted(after.steps_changed_since(before))
     configure = sorted(n for n in after.steps if n.endswith("-provision-configure"))
-    gate = [n for n in after.steps if n.endswith("-health-gate")]
-    assert changed == sorted(configure + gate)
+    # The gate, and with backups on the repository's check, re-run after any config change.
+    checks = [n for n in after.steps if n.endswith(("-health-gate", "-init-backups"))]
+    assert changed == sorted(configure + checks)
     pids = c.patroni_pids()
     c.plan = after  # the stack now says so, as a user's would after `pulumi up`
     results = c.run_steps(changed)
