@@ -1,5 +1,5 @@
 """Backups with pgBackRest on the real cluster: WAL archived from whichever node leads,
-across a failover, with no gap; full, differential and incremental backups from a
+across a failover and a switchover, with no gap; full, differential and incremental backups from a
 standby; retention; a replica rebuilt from the repository."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.realcluster.backups import (BackupCluster, parse_lsn, segment_name,
                                         segment_number, segment_of)
 
 
-def test_wal_is_archived_across_a_failover_without_a_gap_and_retention_expires(
+def test_wal_is_archived_across_failover_and_switchover_without_a_gap_and_expires(
         make_cluster):
     c = make_cluster(3, cls=BackupCluster)
     t0 = time.time()
@@ -32,25 +32,36 @@ def test_wal_is_archived_across_a_failover_without_a_gap_and_retention_expires(
     c.sql(new, "INSERT INTO archived SELECT 2")
     c.start_patroni(leader)
     c.wait_healthy(timeout=180)
+    # A switchover to the synchronous standby: a third timeline, archived by its leader.
+    candidate = c.wait_for("a synchronous standby", c.sync_standbys, 60)[0]
+    switched = c.patronictl(new, "switchover", "--leader", new, "--candidate", candidate,
+                            "--force", timeout=120)
+    assert switched.returncode == 0, switched.stdout + switched.stderr
+    c.wait_for(f"{candidate} leading", lambda: c.health()[0] == candidate, 180, 1)
+    leader = candidate
+    c.sql(leader, "INSERT INTO archived SELECT 3")
     c.pgbackrest("check", timeout=180)
     c.pgbackrest("--type=diff", "backup")
     c.pgbackrest("--type=incr", "backup")
     # pgBackRest's own check of the repository, then every WAL segment from the first
-    # backup on, fetched as a restore_command would: timeline 1 up to the promotion,
-    # timeline 2 from there.
+    # backup on, fetched as a restore_command would, timeline by timeline: each one from
+    # the segment of its switch point (the newest timeline's history lists them all).
     verified = c.pgbackrest("verify")
     assert verified.returncode == 0 and "ERROR" not in verified.stderr, verified
-    history = c.archive_get("00000002.history", via=new).decode()
-    switch = segment_of(parse_lsn(history.split()[1]))
     newest = c.info()["archive"][0]["max"]
-    assert newest.startswith("00000002"), newest
-    expected = ([segment_name(1, n) for n in range(segment_number(full["archive"]["start"]),
-                                                   switch)]
-                + [segment_name(2, n) for n in range(switch, segment_number(newest) + 1)])
+    timeline = int(newest[:8], 16)
+    assert timeline == 3, newest
+    history = c.archive_get(f"{timeline:08X}.history", via=leader).decode()
+    switches = [segment_of(parse_lsn(line.split()[1]))
+                for line in history.splitlines() if line.strip()]
+    starts = [segment_number(full["archive"]["start"]), *switches]
+    ends = [*switches, segment_number(newest) + 1]
+    expected = [segment_name(tl, n) for tl, (first, end) in enumerate(zip(starts, ends), 1)
+                for n in range(first, end)]
     for segment in expected:
         assert len(c.archive_get(segment, via=new)) == 16 * 2**20, segment
-    print(f"{len(expected)} WAL segments fetched from the archive, timeline switch at "
-          f"segment {switch:X}")
+    print(f"{len(expected)} WAL segments fetched from the archive over {timeline} "
+          f"timelines, switches at segments {', '.join(f'{n:X}' for n in switches)}")
 
     # Two more full backups: retention (2) expires the first and what depends on it.
     c.pgbackrest("--type=full", "backup")
