@@ -23,15 +23,21 @@ cluster = PatroniCluster(spec.cluster_name, PatroniClusterArgs(
 ))
 
 ssh_options = "-i pgha-key -o UserKnownHostsFile=pgha-known-hosts -o StrictHostKeyChecking=yes"
+
+
+def ssh_to(ip: str) -> str:
+    return f"ssh {ssh_options} {spec.ssh_user}@{ip}"
+
+
 pulumi.export("nodeIps", cluster.node_ips)
 pulumi.export("leaderAtCreation", cluster.leader)
 pulumi.export("dsnReadWrite", cluster.dsn_read_write)
 pulumi.export("dsnReadOnly", cluster.dsn_read_only)
 pulumi.export("restUrls", cluster.rest_urls)
 pulumi.export("sshCommands", cluster.node_ips.apply(
-    lambda ips: {n: f"ssh {ssh_options} {spec.ssh_user}@{ip}" for n, ip in ips.items()}))
+    lambda ips: {n: ssh_to(ip) for n, ip in ips.items()}))
 pulumi.export("patronictl", cluster.node_ips.apply(
-    lambda ips: f"ssh {ssh_options} {spec.ssh_user}@{next(iter(ips.values()))} "
+    lambda ips: f"{ssh_to(next(iter(ips.values())))} "
                 f"sudo -u postgres patronictl -c /etc/patroni/patroni.yml list"))
 pulumi.export("knownHosts", cluster.known_hosts)
 pulumi.export("sshPrivateKey", cluster.ssh_private_key)
@@ -39,6 +45,5 @@ pulumi.export("passwords", cluster.passwords)
 if spec.backups is not None:
     pulumi.export("backupRepositoryHost", cluster.repository_ip)
     pulumi.export("backupInfoCommand", cluster.repository_ip.apply(
-        lambda ip: f"ssh {ssh_options} {spec.ssh_user}@{ip} "
-                   f"{backup.info_command(stanza=spec.cluster_name)}"))
+        lambda ip: f"{ssh_to(ip)} {backup.info_command(stanza=spec.cluster_name)}"))
     pulumi.export("backupLabelAtCreation", cluster.backup_label)

@@ -276,5 +276,6 @@ def render_restore_reset_script(spec: ClusterSpec, target: RestoreTarget) -> str
     """On every database node: Patroni stopped, data directory and Raft state emptied
     (once per target; see the template)."""
     paths = node_paths(spec)
-    return _env.get_template("restore-reset.sh.j2").render(
-        target=target, paths=paths, marker=f"{posixpath.dirname(paths.raft_dir)}/restored-target")
+    marker = f"{posixpath.dirname(paths.raft_dir)}/restored-target"
+    return _env.get_template("restore-reset.sh.j2").render(target=target, paths=paths,
+                                                             marker=marker)

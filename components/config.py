@@ -468,8 +468,8 @@ def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
     if compress not in (*COMPRESS_LEVELS, "none"):
         problems.add("backupCompressType", compress, "allowed: zst, lz4, gz, bz2, none")
     elif compress != "none":
-        if not COMPRESS_LEVELS[compress][0] <= level <= COMPRESS_LEVELS[compress][1]:
-            low, high = COMPRESS_LEVELS[compress]
+        low, high = COMPRESS_LEVELS[compress]
+        if not low <= level <= high:
             problems.add("backupCompressLevel", level, f"{compress} levels are {low} to {high}")
     if not SIZE_RE.match(v["backupArchiveQueueMax"]):
         problems.add("backupArchiveQueueMax", v["backupArchiveQueueMax"],

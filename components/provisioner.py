@@ -41,6 +41,17 @@ def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Inp
             additional_secret_outputs=["stdout", "stderr"] if holds_secrets else None))
 
 
+def vm_steps(prefix: str, connection: remote.ConnectionArgs, parent: pulumi.Resource,
+             vm: LibvirtNode):
+    """A factory of steps on one VM: each named <prefix>-<step>, and run again from
+    scratch when the VM is replaced (same IP or not)."""
+    def step(step_name: str, script: pulumi.Input[str], after: Sequence[pulumi.Resource],
+             holds_secrets: bool = False) -> remote.Command:
+        return remote_step(f"{prefix}-{step_name}", connection, script, parent, after,
+                           triggers=[vm.domain.id], holds_secrets=holds_secrets)
+    return step
+
+
 @dataclass
 class NodeBackupArgs:
     """What a database node needs for backups: the repository's settings and address,
@@ -81,13 +92,7 @@ class NodeProvisioner(pulumi.ComponentResource):
         self.step_prefix = name
         self.connection = ssh_connection(spec, args.vm, args.ssh_private_key,
                                          args.host_public_key)
-        # A replaced VM (same IP or not) must be provisioned from scratch.
-        vm_trigger = [args.vm.domain.id]
-
-        def step(step_name, script, after, holds_secrets=False):
-            return remote_step(f"{name}-{step_name}", self.connection, script, self, after,
-                               triggers=vm_trigger, holds_secrets=holds_secrets)
-
+        step = vm_steps(name, self.connection, self, args.vm)
         prepare = step("prepare", rendering.render_prepare_script(spec), [args.vm])
         install_postgres = step("install-postgres",
                                 rendering.render_install_postgres_script(spec), [prepare])

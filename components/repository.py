@@ -15,7 +15,7 @@ import pulumi_tls as tls
 
 from components import backup, rendering
 from components.config import ClusterSpec
-from components.provisioner import remote_step, ssh_connection
+from components.provisioner import remote_step, ssh_connection, vm_steps
 from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
 
 # Long enough never to surprise anyone; an `up` in the last 30 days renews a certificate
@@ -58,7 +58,7 @@ class BackupRepository(pulumi.ComponentResource):
         super().__init__("pgha:index:BackupRepository", name, None, opts)
         spec, settings, node = args.spec, args.spec.backups, args.spec.repository
         assert settings is not None and node is not None, "backups are off"
-        self._name, self._spec = name, spec
+        self._name = name
         child = pulumi.ResourceOptions(parent=self)
 
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
@@ -70,7 +70,6 @@ class BackupRepository(pulumi.ComponentResource):
             vcpus=1, memory_mib=settings.repo_memory_mib,
             data_disk_gib=settings.repo_disk_gib), opts=child)
         self.ip = self.vm.ip
-        self.host_public_key = host_key.public_key_openssh
         self.connection = ssh_connection(spec, self.vm, args.ssh_private_key,
                                          host_key.public_key_openssh)
         self.spec_output = self.ip.apply(
@@ -91,12 +90,7 @@ class BackupRepository(pulumi.ComponentResource):
 
         identity = self.identity("repository", backup.repo_client_name(spec.cluster_name),
                                  self.ip)
-        vm_trigger = [self.vm.domain.id]
-
-        def step(step_name, script, after, holds_secrets=False):
-            return remote_step(f"{name}-{step_name}", self.connection, script, self, after,
-                               triggers=vm_trigger, holds_secrets=holds_secrets)
-
+        step = vm_steps(name, self.connection, self, self.vm)
         prepare = step("prepare", rendering.render_prepare_script(spec), [self.vm])
         install = step("install-pgbackrest",
                        backup.render_install_script(spec, "repository"), [prepare])
@@ -137,8 +131,8 @@ class BackupRepository(pulumi.ComponentResource):
                      triggers: Optional[list] = None) -> pulumi.Output[str]:
         """The stanza, a proof that WAL reaches the repository and the first full backup,
         once the cluster is healthy; returns the newest backup's label."""
-        spec_text = self.spec_output.apply(backup.render_init_backups_script)
-        init = remote_step(f"{self._name}-init-backups", self.connection, spec_text, self,
+        script = self.spec_output.apply(backup.render_init_backups_script)
+        init = remote_step(f"{self._name}-init-backups", self.connection, script, self,
                            [self.configure, *after],
                            triggers=[self.vm.domain.id, *(triggers or [])])
         return init.stdout.apply(_last_backup_label)
