@@ -1,7 +1,7 @@
 """Entry point: read the stack's settings once, build the cluster, export its outputs."""
 import pulumi
 
-from components import backup
+from components import backup, clone
 from components.cluster import PatroniCluster, PatroniClusterArgs
 from components.config import SETTINGS, ConfigError, build_spec
 
@@ -47,3 +47,5 @@ if spec.backups is not None:
     pulumi.export("backupInfoCommand", cluster.repository_ip.apply(
         lambda ip: f"{ssh_to(ip)} {backup.info_command(stanza=spec.cluster_name)}"))
     pulumi.export("backupLabelAtCreation", cluster.backup_label)
+    # Read by another stack's cloneFromStack: a client identity for this repository.
+    pulumi.export(clone.SOURCE_OUTPUT, cluster.backup_clone_source)

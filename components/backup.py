@@ -13,14 +13,14 @@ repository pgBackRest encrypts there, so a database node never holds it.
 """
 from __future__ import annotations
 
-import posixpath
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
 from components.config import BackupSettings, ClusterSpec, RestoreTarget
-from components.rendering import USERS, _env, node_paths  # one Jinja environment
+from components.rendering import (USERS, _env, node_paths,  # one Jinja environment
+                                  restore_marker)
 
 TLS_PORT = 8432
 # How far a restore replays WAL: pgBackRest's --type for each kind of target.
@@ -87,6 +87,12 @@ def repo_client_name(stanza: str) -> str:
 def node_client_name(stanza: str, node: str) -> str:
     """The certificate name (CN) a database node presents to the repository host."""
     return f"{stanza}-{node}"
+
+
+def clone_client_name(stanza: str) -> str:
+    """The certificate name (CN) another stack's clone presents to read this repository
+    (components.clone)."""
+    return f"{stanza}-clone"
 
 
 def _command(backup: BackupSpec, paths: BackupPaths, *args: str) -> str:
@@ -171,7 +177,8 @@ def render_repo_conf(backup: BackupSpec, members: Mapping[str, str],
     return _env.get_template("pgbackrest-repo.conf.j2").render(
         backup=backup, paths=paths, members=dict(members), data_dirs=per_node(data_dir),
         socket_dirs=per_node(socket_dir), port=TLS_PORT, cipher_pass=cipher_pass,
-        node_clients=[node_client_name(backup.stanza, n) for n in members])
+        node_clients=[node_client_name(backup.stanza, n) for n in members],
+        clone_client=clone_client_name(backup.stanza))
 
 
 def render_server_unit(paths: BackupPaths | None = None, user: str = "postgres") -> str:
@@ -269,13 +276,16 @@ def render_restore_check_script(backup: BackupSpec, target: RestoreTarget) -> st
     """On the repository host, before anything is stopped: a backup that can serve
     `target` exists."""
     return _env.get_template("restore-check.sh.j2").render(
-        backup=backup, target=target, target_epoch=target_epoch(target), user=REPO_USER)
+        stanza=backup.stanza, target=target, target_epoch=target_epoch(target),
+        user=REPO_USER)
 
 
-def render_restore_reset_script(spec: ClusterSpec, target: RestoreTarget) -> str:
-    """On every database node: Patroni stopped, data directory and Raft state emptied
-    (once per target; see the template)."""
+def render_restore_reset_script(spec: ClusterSpec) -> str:
+    """On every database node: Patroni stopped, data directory and Raft state emptied,
+    once per restore the stack requests (a point-in-time recovery or a clone; see the
+    template)."""
+    if spec.restore_request is None:
+        raise ValueError("the stack requests no restore")
     paths = node_paths(spec)
-    marker = f"{posixpath.dirname(paths.raft_dir)}/restored-target"
-    return _env.get_template("restore-reset.sh.j2").render(target=target, paths=paths,
-                                                             marker=marker)
+    return _env.get_template("restore-reset.sh.j2").render(
+        request=spec.restore_request, paths=paths, marker=restore_marker(paths))

@@ -13,7 +13,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 from pulumi_command import local
 
-from components import backup, health, rendering
+from components import backup, clone, health, rendering
 from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
                                     remote_step)
@@ -46,6 +46,8 @@ class PatroniCluster(pulumi.ComponentResource):
     # With backups on (else None): the repository host and what it printed at creation.
     repository_ip: Optional[pulumi.Output[str]] = None
     backup_label: Optional[pulumi.Output[str]] = None
+    # With backups on: what another stack's cloneFromStack reads (a secret).
+    backup_clone_source: Optional[pulumi.Output[dict]] = None
 
     def __init__(self, name: str, args: PatroniClusterArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -96,6 +98,7 @@ class PatroniCluster(pulumi.ComponentResource):
                 ssh_public_key=ssh_public_key, ssh_private_key=ssh_private_key,
                 addresses=self.node_ips), opts=infra)
             self.repository_ip = repository.ip
+            self.backup_clone_source = repository.clone_source()
             if spec.backups.restore_target is not None:
                 target = spec.backups.restore_target
                 restore_check = remote_step(
@@ -115,19 +118,28 @@ class PatroniCluster(pulumi.ComponentResource):
                                   repository_ready=repository.configure,
                                   restore_ready=restore_check)
 
+        clone_source = None
+        if spec.clone is not None:
+            source = pulumi.StackReference(f"{name}-clone-source", stack_name=spec.clone.stack,
+                                           opts=pulumi.ResourceOptions(parent=self))
+            clone_source = pulumi.Output.secret(source.get_output(clone.SOURCE_OUTPUT)).apply(
+                lambda value: clone.parse_source(spec, value))
         provisioners = [NodeProvisioner(f"{name}-{node.name}-provision", NodeProvisionerArgs(
             spec=spec, node=node, vm=vms[node.name], ssh_private_key=ssh_private_key,
             host_public_key=host_keys[node.name].public_key_openssh,
-            addresses=self.node_ips, secrets=secrets, backup=backup_args(node.name)),
-            opts=pulumi.ResourceOptions(parent=self))
+            addresses=self.node_ips, secrets=secrets, backup=backup_args(node.name),
+            clone_source=clone_source), opts=pulumi.ResourceOptions(parent=self))
             for node in spec.nodes]
 
         started: list[pulumi.Resource] = [p.start for p in provisioners]
         # Re-check health whenever any node's configuration changed.
         gate_triggers: list = [p.configure.stdin for p in provisioners]
-        if restore_check is not None:
-            started = self._restore(name, spec, provisioners, restore_check)
-            gate_triggers.append(spec.backups.restore_target.text)
+        if spec.restore_request is not None:
+            # Every node proved the source can serve the target before any is emptied.
+            ready = ([restore_check] if restore_check is not None
+                     else [p.clone_ready for p in provisioners])
+            started = self._restore(spec, provisioners, ready)
+            gate_triggers.append(spec.restore_request)
         first = provisioners[0]
         gate = remote_step(
             f"{name}-health-gate", first.connection,
@@ -152,16 +164,18 @@ class PatroniCluster(pulumi.ComponentResource):
             "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,
             "restUrls": self.rest_urls, "knownHosts": self.known_hosts})
 
-    def _restore(self, name: str, spec: ClusterSpec, provisioners: list[NodeProvisioner],
-                 restore_check: pulumi.Resource) -> list[pulumi.Resource]:
-        """Point-in-time recovery of the whole cluster: once the repository proved it can
-        serve the target, every node stops and empties itself, then all start together and
-        Patroni bootstraps the cluster from the repository (patroni.yml's restore method,
-        rendered by the configure steps); the other nodes become replicas."""
-        target = spec.backups.restore_target
+    @staticmethod
+    def _restore(spec: ClusterSpec, provisioners: list[NodeProvisioner],
+                 ready: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """The whole cluster restored (a point-in-time recovery, or a clone of another
+        stack's backups): once the source proved it can serve the target, every node
+        stops and empties itself, then all start together and Patroni bootstraps the
+        cluster from the backup (patroni.yml's restore method, rendered by the configure
+        steps); the other nodes become replicas. On a new cluster the nodes start empty
+        and the resets find nothing to do (see start-patroni.sh.j2)."""
         resets = [remote_step(f"{p.step_prefix}-restore-reset", p.connection,
-                              backup.render_restore_reset_script(spec, target), parent=p,
-                              after=[restore_check, p.configure, p.start])
+                              backup.render_restore_reset_script(spec), parent=p,
+                              after=[*ready, p.configure, p.start])
                   for p in provisioners]
         return [remote_step(f"{p.step_prefix}-restore-start", p.connection,
                             rendering.render_start_script(spec, node), parent=p,

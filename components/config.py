@@ -135,6 +135,10 @@ SETTINGS: dict[str, Setting] = {
     "restoreTarget": Setting("str", "", "point-in-time recovery of the whole cluster on the "
                              "next up: latest, time:<timestamp+zone>, name:<restore point> "
                              "or lsn:<lsn>"),
+    "cloneFromStack": Setting("str", "", "create the cluster from another pgha stack's "
+                              "backup repository (its stack name as `pulumi stack ls` "
+                              "shows it, e.g. organization/pgha/prod), at restoreTarget "
+                              "(default latest)"),
 }
 
 
@@ -187,6 +191,14 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class CloneSpec:
+    """A cluster created from another stack's backup repository (its stack output
+    backupCloneSource), at `target` in that repository's archive."""
+    stack: str
+    target: RestoreTarget
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     libvirt_uri: str
     domain_type: str
@@ -224,6 +236,17 @@ class ClusterSpec:
     python_index_url: str
     health_timeout_seconds: int
     backups: BackupSettings | None = None  # None: no backups, no repository VM
+    clone: CloneSpec | None = None  # None: a new cluster starts empty (initdb)
+
+    @property
+    def restore_request(self) -> str | None:
+        """What this stack asks to be restored, as one line (a node records the last one
+        it carried out): a clone of another stack, a point-in-time recovery, or None."""
+        if self.clone is not None:
+            return f"clone {self.clone.stack} {self.clone.target.text}"
+        if self.backups is not None and self.backups.restore_target is not None:
+            return self.backups.restore_target.text
+        return None
 
     @property
     def creates_network(self) -> bool:
@@ -399,6 +422,7 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
                      "PEM certificates (-----BEGIN CERTIFICATE-----)")
     at_least("healthTimeoutSeconds", 60)
     backups = _check_backups(v, problems)
+    clone = _check_clone(v, problems)
 
     if problems:
         raise ConfigError(list(problems))
@@ -424,7 +448,7 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         node_tags={k: dict(t) for k, t in v["nodeTags"].items()},
         http_proxy=v["httpProxy"], extra_ca_certificates=v["extraCaCertificates"],
         python_index_url=v["pythonIndexUrl"],
-        health_timeout_seconds=v["healthTimeoutSeconds"], backups=backups,
+        health_timeout_seconds=v["healthTimeoutSeconds"], backups=backups, clone=clone,
     )
 
 
@@ -486,9 +510,10 @@ def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
             problems.add("restoreTarget", v["restoreTarget"],
                          "latest, time:<YYYY-MM-DD HH:MM:SS+zone> (e.g. time:2026-11-26 "
                          "14:05:00+00), name:<restore point> or lsn:<X/X>")
-        elif not v["backups"]:
+        elif not v["backups"] and not v["cloneFromStack"]:
             problems.add("restoreTarget", v["restoreTarget"],
-                         "restores come from the backup repository: needs backups true")
+                         "restores come from the backup repository: needs backups true "
+                         "(or cloneFromStack, to restore another stack's backups)")
     if not v["backups"]:
         return None
     return BackupSettings(
@@ -498,7 +523,23 @@ def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
         compress_level=None if compress == "none" else level,
         archive_push_queue_max=v["backupArchiveQueueMax"],
         repo_disk_gib=v["backupRepoDiskGib"], repo_memory_mib=v["backupRepoMemoryMib"],
-        restore_target=target)
+        # With cloneFromStack the target is in the other stack's repository.
+        restore_target=None if v["cloneFromStack"] else target)
+
+
+STACK_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+
+
+def _check_clone(v: dict, problems: _Problems) -> CloneSpec | None:
+    stack = v["cloneFromStack"]
+    if not stack:
+        return None
+    if not STACK_NAME_RE.match(stack):
+        problems.add("cloneFromStack", stack, "a stack name: <stack>, <project>/<stack> or "
+                     "<organization>/<project>/<stack> (letters, digits, '.', '_', '-')")
+        return None
+    target = parse_restore_target(v["restoreTarget"]) if v["restoreTarget"] else None
+    return CloneSpec(stack=stack, target=target or RestoreTarget("latest"))
 
 
 def _check_image(image: str, problems: _Problems) -> None:

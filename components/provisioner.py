@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
-from components import backup, rendering
+from components import backup, clone, rendering
 from components.config import ClusterSpec, NodeSpec
 from components.vm import LibvirtNode
 
@@ -76,6 +76,8 @@ class NodeProvisionerArgs:
     addresses: pulumi.Output[Mapping[str, str]]
     secrets: pulumi.Output[rendering.ClusterSecrets]
     backup: Optional[NodeBackupArgs] = None
+    # Set when the cluster is created from another stack's backups (spec.clone).
+    clone_source: Optional[pulumi.Output[clone.CloneSource]] = None
 
 
 class NodeProvisioner(pulumi.ComponentResource):
@@ -84,6 +86,8 @@ class NodeProvisioner(pulumi.ComponentResource):
     install_patroni: remote.Command
     configure: remote.Command
     start: remote.Command
+    # With spec.clone: the source repository's configuration, proven to serve the target.
+    clone_ready: Optional[remote.Command] = None
 
     def __init__(self, name: str, args: NodeProvisionerArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -102,13 +106,24 @@ class NodeProvisioner(pulumi.ComponentResource):
         before_configure: list[pulumi.Resource] = [self.install_patroni]
         before_start: list[pulumi.Resource] = []
         backup_spec: pulumi.Output = pulumi.Output.from_input(None)
-        if args.backup is not None:
-            wiring = args.backup
-            backup_spec = wiring.spec
+        bootstrap: pulumi.Output = pulumi.Output.from_input(None)
+        install_backup = None
+        if args.backup is not None or args.clone_source is not None:
             # After the last step that installs packages: one package manager at a time.
             install_backup = step("install-pgbackrest",
                                   backup.render_install_script(spec, "database"),
                                   [self.install_patroni])
+        if args.clone_source is not None:
+            target = spec.clone.target
+            self.clone_ready = step(
+                "configure-clone-source",
+                args.clone_source.apply(lambda s: clone.render_configure_script(spec, s)),
+                [install_backup], holds_secrets=True)
+            before_start.append(self.clone_ready)
+            bootstrap = args.clone_source.apply(lambda s: clone.bootstrap(s, target))
+        if args.backup is not None:
+            wiring = args.backup
+            backup_spec = wiring.spec
             paths = rendering.node_paths(spec)
             config = wiring.spec.apply(lambda b: backup.render_node_conf(
                 b, node.name, paths.data_dir, paths.socket_dir))
@@ -121,9 +136,11 @@ class NodeProvisioner(pulumi.ComponentResource):
             before_start.append(wiring.repository_ready)
             if wiring.restore_ready is not None:
                 before_start.append(wiring.restore_ready)
-        configure_script = pulumi.Output.all(args.addresses, args.secrets, backup_spec).apply(
+        configure_script = pulumi.Output.all(args.addresses, args.secrets, backup_spec,
+                                             bootstrap).apply(
             lambda v: rendering.render_configure_script(
-                spec, node, v[0], v[1], backup=_patroni_backup_settings(spec, v[2])))
+                spec, node, v[0], v[1], backup=_patroni_backup_settings(spec, v[2]),
+                bootstrap=v[3]))
         self.configure = step("configure", configure_script, before_configure,
                               holds_secrets=True)
         self.start = step("start", rendering.render_start_script(spec, node),

@@ -109,10 +109,14 @@ def _peers(node: NodeSpec, addresses: Mapping[str, str]) -> list[str]:
 
 def render_patroni_yml(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
                        secrets: ClusterSecrets, paths: NodePaths | None = None,
-                       backup: Mapping[str, Any] | None = None) -> str:
+                       backup: Mapping[str, Any] | None = None,
+                       bootstrap: Mapping[str, Any] | None = None) -> str:
     """patroni.yml for `node`; `addresses` maps every node name to its IP, in node order.
-    `backup`: what backups add (components.backup.patroni_settings), or None."""
+    `backup`: what backups add (components.backup.patroni_settings), or None.
+    `bootstrap`: a method that creates the cluster from a backup instead of initdb (a
+    clone's, components.clone.bootstrap); else the one in `backup`, if any."""
     parameters = postgres_parameters(spec)
+    bootstrap = bootstrap or (backup or {}).get("bootstrap")
     if backup:
         # After the user's parameters: archiving is the backup's, not a tunable.
         parameters.update(backup["parameters"])
@@ -120,7 +124,7 @@ def render_patroni_yml(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str
         "patroni.yml.j2", spec=spec, node=node, address=addresses[node.name],
         peers=_peers(node, addresses), members=list(addresses.values()),
         client_cidrs=spec.hba_cidrs, parameters=parameters, backup=backup,
-        secrets=secrets, paths=paths or node_paths(spec), tags=node.tags)
+        bootstrap=bootstrap, secrets=secrets, paths=paths or node_paths(spec), tags=node.tags)
 
 
 def render_unit(spec: ClusterSpec) -> str:
@@ -185,17 +189,25 @@ def render_install_patroni_script(spec: ClusterSpec) -> str:
 
 def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
                             secrets: ClusterSecrets,
-                            backup: Mapping[str, Any] | None = None) -> str:
+                            backup: Mapping[str, Any] | None = None,
+                            bootstrap: Mapping[str, Any] | None = None) -> str:
     paths = node_paths(spec)
     return _render("configure-patroni.sh.j2", spec=spec, node=node, paths=paths,
                    patroni_yml=render_patroni_yml(spec, node, addresses, secrets,
-                                                  backup=backup),
+                                                  backup=backup, bootstrap=bootstrap),
                    unit=render_unit(spec), flush_unit=render_raft_flush_unit(spec),
                    apply_dcs_py=_render("apply-dcs.py.j2", paths=paths).rstrip("\n"))
 
 
+def restore_marker(paths: NodePaths) -> str:
+    """Where a node records the last restore (spec.restore_request) it carried out."""
+    return f"{posixpath.dirname(paths.raft_dir)}/restored-target"
+
+
 def render_start_script(spec: ClusterSpec, node: NodeSpec) -> str:
-    return _render("start-patroni.sh.j2", spec=spec, node=node)
+    paths = node_paths(spec)
+    return _render("start-patroni.sh.j2", spec=spec, node=node, paths=paths,
+                   restore_request=spec.restore_request, marker=restore_marker(paths))
 
 
 def render_health_gate_script(spec: ClusterSpec, addresses: Mapping[str, str]) -> str:

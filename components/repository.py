@@ -13,7 +13,7 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components import backup, rendering
+from components import backup, clone, rendering
 from components.config import ClusterSpec
 from components.provisioner import remote_step, ssh_connection, vm_steps
 from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
@@ -58,7 +58,7 @@ class BackupRepository(pulumi.ComponentResource):
         super().__init__("pgha:index:BackupRepository", name, None, opts)
         spec, settings, node = args.spec, args.spec.backups, args.spec.repository
         assert settings is not None and node is not None, "backups are off"
-        self._name = name
+        self._name, self._spec = name, spec
         child = pulumi.ResourceOptions(parent=self)
 
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
@@ -107,17 +107,19 @@ class BackupRepository(pulumi.ComponentResource):
         self.configure = step("configure-pgbackrest", script, [disk], holds_secrets=True)
         self.register_outputs({"ip": self.ip, "configured": self.configure.id})
 
-    def identity(self, host: str, common_name: str, ip: pulumi.Input[str]) -> TlsIdentity:
+    def identity(self, host: str, common_name: str,
+                 ip: Optional[pulumi.Input[str]] = None) -> TlsIdentity:
         """A key and a certificate for `host`: CN is the name its peers admit, the address
         its SAN (as an IP and, because pgBackRest 2.45 matches the host it dials against
-        DNS names only, as a DNS name too)."""
+        DNS names only, as a DNS name too); a client only (no `ip`) needs no SAN."""
         child = pulumi.ResourceOptions(parent=self)
         key = tls.PrivateKey(f"{self._name}-{host}-tls-key", algorithm="ECDSA",
                              ecdsa_curve="P256", opts=child)
         request = tls.CertRequest(
             f"{self._name}-{host}-tls-request", private_key_pem=key.private_key_pem,
             subject=tls.CertRequestSubjectArgs(common_name=common_name),
-            ip_addresses=[ip], dns_names=[ip], opts=child)
+            ip_addresses=[ip] if ip is not None else None,
+            dns_names=[ip] if ip is not None else None, opts=child)
         cert = tls.LocallySignedCert(
             f"{self._name}-{host}-tls-cert", cert_request_pem=request.cert_request_pem,
             ca_private_key_pem=self._ca_key.private_key_pem,
@@ -126,6 +128,16 @@ class BackupRepository(pulumi.ComponentResource):
             early_renewal_hours=CERT_RENEWAL_HOURS, opts=child)
         return TlsIdentity(ca_cert=self._ca_cert.cert_pem, cert=cert.cert_pem,
                            key=pulumi.Output.secret(key.private_key_pem))
+
+    def clone_source(self) -> pulumi.Output[dict]:
+        """What another stack needs to be created from these backups (its cloneFromStack):
+        this repository's address and a client identity its server admits. A secret."""
+        spec = self._spec
+        identity = self.identity("clone", backup.clone_client_name(spec.cluster_name))
+        return pulumi.Output.secret(pulumi.Output.all(
+            self.ip, identity.ca_cert, identity.cert, identity.key).apply(
+            lambda v: clone.source_output(spec.cluster_name, v[0], spec.postgres_version,
+                                          *v[1:])))
 
     def init_backups(self, after: Sequence[pulumi.Resource],
                      triggers: Optional[list] = None) -> pulumi.Output[str]:

@@ -8,13 +8,13 @@ import sys
 import pytest
 import yaml
 
-from components import backup, rendering
+from components import backup, clone, rendering
 from components.config import build_spec, parse_restore_target
 from tests.conftest import skip_or_fail
 from tests.unit.test_rendering import SECRETS, keys_of, patroni_known_keys
 
-SPEC = build_spec({"osFamily": "debian12", "postgresSource": "distro",
-                   "postgresVersion": 15})
+SETTINGS = {"osFamily": "debian12", "postgresSource": "distro", "postgresVersion": 15}
+SPEC = build_spec(SETTINGS)
 ADDRESSES = {n.name: n.address for n in SPEC.nodes}
 REPO_ADDRESS = "192.168.130.9"
 PASSPHRASE = "repo-pass-%-x"
@@ -58,7 +58,7 @@ def test_a_node_archives_to_the_repository_host_over_tls_and_admits_only_it():
     assert PASSPHRASE not in node_conf() and "cipher" not in node_conf()
 
 
-def test_the_repository_host_reaches_every_node_and_admits_exactly_their_names():
+def test_the_repository_host_reaches_every_node_and_admits_exactly_their_names_and_clones():
     text = repo_conf()
     stanza = ini(text)[SPEC.cluster_name]
     for i, (name, address) in enumerate(ADDRESSES.items(), start=1):
@@ -67,7 +67,8 @@ def test_the_repository_host_reaches_every_node_and_admits_exactly_their_names()
     assert f"pg{len(ADDRESSES) + 1}-host" not in stanza
     auth = [line.split("=", 1)[1] for line in text.splitlines()
             if line.startswith("tls-server-auth=")]
-    assert auth == [f"{SPEC.cluster_name}-{n}={SPEC.cluster_name}" for n in ADDRESSES]
+    assert auth == [f"{SPEC.cluster_name}-{n}={SPEC.cluster_name}" for n in ADDRESSES] + [
+        f"{SPEC.cluster_name}-clone={SPEC.cluster_name}"]
     g = ini(text)["global"]
     assert g["repo1-cipher-type"] == "aes-256-cbc" and g["repo1-cipher-pass"] == PASSPHRASE
     assert g["backup-standby"] == "y" and g["repo1-retention-full"] == "2"
@@ -194,7 +195,17 @@ def backup_scripts():
         parsed = parse_restore_target(target)
         kind = parsed.kind
         yield f"restore-check-{kind}", backup.render_restore_check_script(backup_spec(), parsed)
-        yield f"restore-reset-{kind}", backup.render_restore_reset_script(SPEC, parsed)
+        restoring = build_spec({**SETTINGS, "backups": True, "restoreTarget": target})
+        yield f"restore-reset-{kind}", backup.render_restore_reset_script(restoring)
+        yield f"start-{kind}", rendering.render_start_script(restoring, restoring.nodes[0])
+    cloning = build_spec({**SETTINGS, "cloneFromStack": "organization/pgha/prod",
+                          "restoreTarget": "time:2026-11-26 14:05:00+00"})
+    source = clone.CloneSource(stack="organization/pgha/prod", stanza="prod",
+                               host="192.168.131.9", port=backup.TLS_PORT,
+                               postgres_version=15, ca_cert="CA", cert="CERT", key=KEY)
+    yield "configure-clone-source", clone.render_configure_script(cloning, source)
+    yield "restore-reset-clone", backup.render_restore_reset_script(cloning)
+    yield "start-clone", rendering.render_start_script(cloning, cloning.nodes[0])
 
 
 BACKUP_SCRIPTS = dict(backup_scripts())
@@ -253,13 +264,14 @@ def test_restore_check_refuses_before_anything_is_stopped(tmp_path):
     import re
     target = parse_restore_target("time:2026-11-26 14:05:00+00")
     script = backup.render_restore_check_script(backup_spec(), target)
-    program = re.search(r"python3 -c '\n(.*?)\n' <<<", script, re.S).group(1)
+    program = re.search(r"python3 -c '\n(.*?)\n'\n", script, re.S).group(1)
 
     def judge(backups, epoch):
         info = json.dumps([{"backup": backups}])
         return subprocess.run([sys.executable, "-c", program], input=info, text=True,
                               capture_output=True,
-                              env={"TARGET_EPOCH": str(epoch), "TARGET": target.text})
+                              env={"TARGET_EPOCH": str(epoch), "TARGET": target.text,
+                                   "STANZA": "pg-raft"})
     full = {"label": "20261126-100000F", "timestamp": {"start": 1795690000, "stop": 1795690800}}
     assert "holds no backup" in judge([], 1795701900).stderr
     early = judge([full], 1795690000)

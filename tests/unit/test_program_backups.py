@@ -106,7 +106,12 @@ def test_each_host_gets_its_own_certificate_named_as_its_peers_admit():
     expected = {"repository": (backup.repo_client_name("pg-raft"), REPO_IP),
                 **{f"srv{i}": (backup.node_client_name("pg-raft", f"srv{i}"),
                                f"203.0.113.{10 + i}") for i in (1, 2, 3)}}
-    assert set(requests) == {f"pg-raft-repository-{h}-tls-request" for h in expected}
+    assert set(requests) == {f"pg-raft-repository-{h}-tls-request"
+                             for h in [*expected, "clone"]}
+    # Another stack's clone only dials out: a client name and no address.
+    clone_request = requests["pg-raft-repository-clone-tls-request"]
+    assert clone_request["subject"]["commonName"] == backup.clone_client_name("pg-raft")
+    assert not clone_request.get("ipAddresses") and not clone_request.get("dnsNames")
     for host, (cn, ip) in expected.items():
         inputs = requests[f"pg-raft-repository-{host}-tls-request"]
         assert inputs["subject"]["commonName"] == cn
