@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from components import backup
-from components.config import RestoreTarget
+from components import backup, clone
+from components.config import RestoreTarget, build_spec
 from tests.pulumi_mocks import random_password
 from tests.realcluster import harness as h
 
@@ -85,6 +85,7 @@ class BackupCluster(h.Cluster):
         self.bin = bin_path
         self.backup_changes = backup_changes
         self.restore_target: RestoreTarget | None = None
+        self.clone_source: tuple[clone.CloneSource, clone.ClonePaths, RestoreTarget] | None = None
         super().__init__(runtime, node_count, profile, settings, label)
         self.net.members["repo"] = REPO_IP
         self.repo_dir = self.workdir / "repo"
@@ -92,7 +93,10 @@ class BackupCluster(h.Cluster):
         ca, certs = make_certificates(
             {**{n: (backup.node_client_name(self.spec.cluster_name, n), ip)
                 for n, ip in self.addresses.items()},
-             "repo": (backup.repo_client_name(self.spec.cluster_name), REPO_IP)})
+             "repo": (backup.repo_client_name(self.spec.cluster_name), REPO_IP),
+             # What the stack exports for clones (backupCloneSource): a client identity.
+             "clone": (backup.clone_client_name(self.spec.cluster_name), REPO_IP)})
+        self.ca, self.clone_identity = ca, certs["clone"]
         self.configs: dict[str, Path] = {}
         for node in self.spec.nodes:
             n = self.nodes[node.name]
@@ -116,9 +120,17 @@ class BackupCluster(h.Cluster):
                       compress_type="zst", compress_level=None, archive_push_queue_max="1GiB")
         return backup.BackupSpec(**{**values, **self.backup_changes})
 
-    def backup_settings(self) -> dict[str, Any]:
+    def backup_settings(self) -> dict[str, Any] | None:
+        if self.clone_source is not None:
+            return None  # the clone has no repository of its own here
         return backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin),
                                        restore=self.restore_target)
+
+    def bootstrap_settings(self) -> dict[str, Any] | None:
+        if self.clone_source is None:
+            return None
+        source, paths, target = self.clone_source
+        return clone.bootstrap(source, target, paths, bin_path=self.bin)
 
     def _chown(self, path: Path) -> None:
         os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
@@ -161,7 +173,7 @@ class BackupCluster(h.Cluster):
                    check: bool = True) -> subprocess.CompletedProcess:
         cmd = ["ip", "netns", "exec", self.net.ns(host), "runuser", "-u", "postgres", "--",
                "env", f"PGBACKREST_CONFIG={self.configs[host]}", self.bin,
-               f"--stanza={self.spec.cluster_name}", *args]
+               f"--stanza={self.backup_spec.stanza}", *args]
         return h.run(cmd, check=check, timeout=timeout, cwd="/")
 
     def start_backups(self) -> None:
@@ -205,6 +217,52 @@ class BackupCluster(h.Cluster):
         self.event(f"restore to {target.kind} {target.value}")
         for name in self.nodes:
             self.start_patroni(name)
+
+    def become_clone(self, name: str, target: RestoreTarget) -> None:
+        """The nodes become another stack, `name`, created from this one's repository as
+        a stack with cloneFromStack is: every node loses its data and Raft state, gets the
+        product's clone-source configuration (components.clone) with the client identity
+        the source exports, and the cluster bootstraps from the source's backups. The
+        source's repository host keeps running; the clone has no repository of its own."""
+        for n in self.nodes:
+            self.crash(n)
+        source = clone.CloneSource(
+            stack=f"organization/pgha/{self.spec.cluster_name}",
+            stanza=self.spec.cluster_name, host=REPO_IP, port=backup.TLS_PORT,
+            postgres_version=self.spec.postgres_version, ca_cert=self.ca.decode(),
+            cert=self.clone_identity[1].decode(), key=self.clone_identity[0].decode())
+        self.spec = build_spec({**self.raw_settings, "clusterName": name,
+                                "cloneFromStack": source.stack,
+                                "restoreTarget": target.text})
+        for node in self.spec.nodes:
+            n = self.nodes[node.name]
+            for d in (Path(n.paths.raft_dir), Path(n.paths.data_dir)):
+                shutil.rmtree(d, ignore_errors=True)
+                d.mkdir(mode=0o700)
+                self._chown(d)
+            paths = clone.ClonePaths(dir=str(n.dir / "clone-source"))
+            own = n.dir / "pgbackrest"  # the node's log and lock directories
+            bpaths = backup.BackupPaths(log=str(own / "log"), lock=str(own / "lock"),
+                                        bin=self.bin)
+            Path(paths.dir).mkdir(exist_ok=True)
+            self._chown(Path(paths.dir))
+            self._write(Path(paths.ca), source.ca_cert, 0o644)
+            self._write(Path(paths.cert), source.cert, 0o644)
+            self._write(Path(paths.key), source.key)
+            self._write(Path(paths.config), clone.render_conf(
+                source, n.paths.data_dir, paths, bpaths))
+            self.clone_source = (source, paths, target)
+            self.nodes[node.name] = self._prepare_node(node)
+        self.event(f"clone {name} of {source.stanza} at {target.text}")
+        for n in self.nodes:
+            self.start_patroni(n)
+
+    def clone_pgbackrest(self, host: str, *args: str) -> subprocess.CompletedProcess:
+        """pgBackRest on a clone's node through its clone-source configuration."""
+        source, paths, _ = self.clone_source
+        cmd = ["ip", "netns", "exec", self.net.ns(host), "runuser", "-u", "postgres", "--",
+               self.bin, f"--config={paths.config}", f"--stanza={source.stanza}", *args]
+        return h.run(cmd, timeout=120, cwd="/")
 
     def archive_queue(self, name: str) -> list[str]:
         """WAL segments node `name`'s PostgreSQL still has to archive."""

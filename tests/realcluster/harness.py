@@ -558,7 +558,8 @@ class Cluster:
             # Patroni is started directly here; a killed process leaves its journal whole.
             journal_check="/nonexistent")
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
-                                            backup=self.backup_settings())
+                                            backup=self.backup_settings(),
+                                            bootstrap=self.bootstrap_settings())
         config = rendering.with_local_paths(rendering.parse_patroni_yml(text), paths,
                                             watchdog_mode="off")
         import yaml  # noqa: PLC0415 (test-side only)
@@ -599,6 +600,10 @@ class Cluster:
 
     def backup_settings(self) -> dict[str, Any] | None:
         """Hook: what backups add to patroni.yml (components.backup.patroni_settings)."""
+        return None
+
+    def bootstrap_settings(self) -> dict[str, Any] | None:
+        """Hook: a bootstrap method instead of initdb (components.clone.bootstrap)."""
         return None
 
     def before_patroni(self) -> None:

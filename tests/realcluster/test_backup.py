@@ -3,11 +3,13 @@ across a failover and a switchover, with no gap; full, differential and incremen
 standby; retention; a replica rebuilt from the repository."""
 from __future__ import annotations
 
+import json
 import time
 
 from components import backup
 from components.config import RestoreTarget
 from tests import workload
+from tests.realcluster import harness as h
 from tests.realcluster.backups import (BackupCluster, parse_lsn, segment_name,
                                         segment_number, segment_of)
 
@@ -173,3 +175,48 @@ def test_an_unreachable_repository_queues_wal_and_the_archive_catches_up_without
     for n in range(segment_number(first), segment_number(newest) + 1):
         assert len(c.archive_get(segment_name(1, n), via=leader)) == 16 * 2**20, n
     assert workload.acknowledged_ids(records) <= c.committed_ids(leader)
+
+
+def test_a_clone_is_created_from_another_stacks_repository_and_never_writes_to_it(
+        make_cluster):
+    """cloneFromStack: a new cluster (another scope, stanza and name) bootstrapped from
+    this cluster's backups at a point in time, through the product's clone-source
+    configuration and the client identity a source exports."""
+    c = make_cluster(3, cls=BackupCluster)
+    c.start_backups()
+    c.pgbackrest("--type=full", "backup")
+    leader = c.wait_healthy()
+    c.sql(leader, "CREATE TABLE migrated (id int PRIMARY KEY)")
+    c.sql(leader, "INSERT INTO migrated SELECT generate_series(1, 50)")
+    c.sql(leader, "SELECT pg_create_restore_point('before-migration')")
+    c.sql(leader, "INSERT INTO migrated SELECT generate_series(51, 100)")
+    c.pgbackrest("check", timeout=180)
+    source = c.spec.cluster_name
+    archived = c.info()["archive"][0]["max"]
+    labels = [b["label"] for b in c.backups()]
+
+    t0 = time.time()
+    c.become_clone("staging", RestoreTarget("name", "before-migration"))
+    leader = c.wait_healthy(timeout=300)
+    print(f"clone healthy in {time.time() - t0:.1f} s, leader {leader}")
+    assert c.rest(leader, "/patroni")[1]["patroni"]["scope"] == "staging"
+    expected = "\n".join(str(i) for i in range(1, 51))
+    for name in c.nodes:
+        c.wait_for(f"the cloned rows on {name}", lambda n=name: c.sql(
+            n, "SELECT id FROM migrated ORDER BY id", check=False) == expected, 120)
+    # The clone writes, switches WAL and does not archive anywhere: the source's
+    # repository holds exactly what it held, under its own stanza only.
+    c.sql(leader, "INSERT INTO migrated SELECT generate_series(1000, 1100)")
+    c.sql(leader, "SELECT pg_switch_wal()")
+    assert c.sql(leader, "SHOW archive_mode") == "off"
+    time.sleep(3)
+    assert c.info()["archive"][0]["max"] == archived
+    assert [b["label"] for b in c.backups()] == labels
+    every = json.loads(h.run(["ip", "netns", "exec", c.net.ns("repo"), "runuser", "-u",
+                              "postgres", "--", "env", f"PGBACKREST_CONFIG={c.configs['repo']}",
+                              c.bin, "--output=json", "info"], cwd="/").stdout)
+    assert [s["name"] for s in every] == [source]
+    # The clone's node reads the source through its clone-source file (what the
+    # configure-clone-source step checks on a VM).
+    (listed,) = json.loads(c.clone_pgbackrest(leader, "--output=json", "info").stdout)
+    assert [b["label"] for b in listed["backup"]] == labels
