@@ -95,9 +95,15 @@ def clone_client_name(stanza: str) -> str:
     return f"{stanza}-clone"
 
 
+def command_line(bin_path: str, stanza: str, *args: str, config: str | None = None) -> str:
+    """A pgBackRest command line. Without `config`, pgBackRest reads its default file
+    (BackupPaths.config; PGBACKREST_CONFIG moves it)."""
+    return " ".join([bin_path, *([f"--config={config}"] if config else []),
+                     f"--stanza={stanza}", *args])
+
+
 def _command(backup: BackupSpec, paths: BackupPaths, *args: str) -> str:
-    # No --config: pgBackRest reads paths.config, its default (PGBACKREST_CONFIG moves it).
-    return " ".join([paths.bin, f"--stanza={backup.stanza}", *args])
+    return command_line(paths.bin, backup.stanza, *args)
 
 
 def patroni_settings(backup: BackupSpec, paths: BackupPaths,

@@ -90,8 +90,7 @@ def _clone(spec: ClusterSpec) -> CloneSpec:
 
 
 def _command(source: CloneSource, paths: ClonePaths, bin_path: str, *args: str) -> str:
-    return " ".join([bin_path, f"--config={paths.config}", f"--stanza={source.stanza}",
-                     *args])
+    return backup.command_line(bin_path, source.stanza, *args, config=paths.config)
 
 
 def render_conf(source: CloneSource, data_dir: str, paths: ClonePaths | None = None,

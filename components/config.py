@@ -421,8 +421,9 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         problems.add("extraCaCertificates", v["extraCaCertificates"][:30] + "...",
                      "PEM certificates (-----BEGIN CERTIFICATE-----)")
     at_least("healthTimeoutSeconds", 60)
-    backups = _check_backups(v, problems)
-    clone = _check_clone(v, problems)
+    target = _check_restore_target(v, problems)
+    backups = _check_backups(v, problems, target)
+    clone = _check_clone(v, problems, target)
 
     if problems:
         raise ConfigError(list(problems))
@@ -476,7 +477,23 @@ def parse_restore_target(text: str) -> RestoreTarget | None:
     return None
 
 
-def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
+def _check_restore_target(v: dict, problems: _Problems) -> RestoreTarget | None:
+    if not v["restoreTarget"]:
+        return None
+    target = parse_restore_target(v["restoreTarget"])
+    if target is None:
+        problems.add("restoreTarget", v["restoreTarget"],
+                     "latest, time:<YYYY-MM-DD HH:MM:SS+zone> (e.g. time:2026-11-26 "
+                     "14:05:00+00), name:<restore point> or lsn:<X/X>")
+    elif not v["backups"] and not v["cloneFromStack"]:
+        problems.add("restoreTarget", v["restoreTarget"],
+                     "restores come from the backup repository: needs backups true "
+                     "(or cloneFromStack, to restore another stack's backups)")
+    return target
+
+
+def _check_backups(v: dict, problems: _Problems,
+                   target: RestoreTarget | None) -> BackupSettings | None:
     """Backup settings are checked whenever they are set, so that turning backups on
     later cannot surface an old typo; they take effect only with backups on."""
     if v["backupRetentionFull"] < 1 or v["backupRetentionFull"] > 100:
@@ -503,17 +520,6 @@ def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
     if v["backupRepoMemoryMib"] < 512:
         problems.add("backupRepoMemoryMib", v["backupRepoMemoryMib"],
                      "must be at least 512")
-    target = None
-    if v["restoreTarget"]:
-        target = parse_restore_target(v["restoreTarget"])
-        if target is None:
-            problems.add("restoreTarget", v["restoreTarget"],
-                         "latest, time:<YYYY-MM-DD HH:MM:SS+zone> (e.g. time:2026-11-26 "
-                         "14:05:00+00), name:<restore point> or lsn:<X/X>")
-        elif not v["backups"] and not v["cloneFromStack"]:
-            problems.add("restoreTarget", v["restoreTarget"],
-                         "restores come from the backup repository: needs backups true "
-                         "(or cloneFromStack, to restore another stack's backups)")
     if not v["backups"]:
         return None
     return BackupSettings(
@@ -530,7 +536,8 @@ def _check_backups(v: dict, problems: _Problems) -> BackupSettings | None:
 STACK_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 
 
-def _check_clone(v: dict, problems: _Problems) -> CloneSpec | None:
+def _check_clone(v: dict, problems: _Problems,
+                 target: RestoreTarget | None) -> CloneSpec | None:
     stack = v["cloneFromStack"]
     if not stack:
         return None
@@ -538,7 +545,6 @@ def _check_clone(v: dict, problems: _Problems) -> CloneSpec | None:
         problems.add("cloneFromStack", stack, "a stack name: <stack>, <project>/<stack> or "
                      "<organization>/<project>/<stack> (letters, digits, '.', '_', '-')")
         return None
-    target = parse_restore_target(v["restoreTarget"]) if v["restoreTarget"] else None
     return CloneSpec(stack=stack, target=target or RestoreTarget("latest"))
 
 

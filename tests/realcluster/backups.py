@@ -85,7 +85,8 @@ class BackupCluster(h.Cluster):
         self.bin = bin_path
         self.backup_changes = backup_changes
         self.restore_target: RestoreTarget | None = None
-        self.clone_source: tuple[clone.CloneSource, clone.ClonePaths, RestoreTarget] | None = None
+        # Set by become_clone: the source the cluster is cloned from, and the target.
+        self.clone_source: tuple[clone.CloneSource, RestoreTarget] | None = None
         super().__init__(runtime, node_count, profile, settings, label)
         self.net.members["repo"] = REPO_IP
         self.repo_dir = self.workdir / "repo"
@@ -126,11 +127,15 @@ class BackupCluster(h.Cluster):
         return backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin),
                                        restore=self.restore_target)
 
-    def bootstrap_settings(self) -> dict[str, Any] | None:
+    def bootstrap_settings(self, name: str) -> dict[str, Any] | None:
         if self.clone_source is None:
             return None
-        source, paths, target = self.clone_source
-        return clone.bootstrap(source, target, paths, bin_path=self.bin)
+        source, target = self.clone_source
+        return clone.bootstrap(source, target, self.clone_paths(name), bin_path=self.bin)
+
+    def clone_paths(self, name: str) -> clone.ClonePaths:
+        """Node `name`'s clone-source files (/etc/pgbackrest/clone-source on a VM)."""
+        return clone.ClonePaths(dir=str(self.nodes[name].dir / "clone-source"))
 
     def _chown(self, path: Path) -> None:
         os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
@@ -234,13 +239,14 @@ class BackupCluster(h.Cluster):
         self.spec = build_spec({**self.raw_settings, "clusterName": name,
                                 "cloneFromStack": source.stack,
                                 "restoreTarget": target.text})
+        self.clone_source = (source, target)
         for node in self.spec.nodes:
             n = self.nodes[node.name]
             for d in (Path(n.paths.raft_dir), Path(n.paths.data_dir)):
                 shutil.rmtree(d, ignore_errors=True)
                 d.mkdir(mode=0o700)
                 self._chown(d)
-            paths = clone.ClonePaths(dir=str(n.dir / "clone-source"))
+            paths = self.clone_paths(node.name)
             own = n.dir / "pgbackrest"  # the node's log and lock directories
             bpaths = backup.BackupPaths(log=str(own / "log"), lock=str(own / "lock"),
                                         bin=self.bin)
@@ -251,7 +257,6 @@ class BackupCluster(h.Cluster):
             self._write(Path(paths.key), source.key)
             self._write(Path(paths.config), clone.render_conf(
                 source, n.paths.data_dir, paths, bpaths))
-            self.clone_source = (source, paths, target)
             self.nodes[node.name] = self._prepare_node(node)
         self.event(f"clone {name} of {source.stanza} at {target.text}")
         for n in self.nodes:
@@ -259,9 +264,10 @@ class BackupCluster(h.Cluster):
 
     def clone_pgbackrest(self, host: str, *args: str) -> subprocess.CompletedProcess:
         """pgBackRest on a clone's node through its clone-source configuration."""
-        source, paths, _ = self.clone_source
+        source, _ = self.clone_source
         cmd = ["ip", "netns", "exec", self.net.ns(host), "runuser", "-u", "postgres", "--",
-               self.bin, f"--config={paths.config}", f"--stanza={source.stanza}", *args]
+               self.bin, f"--config={self.clone_paths(host).config}",
+               f"--stanza={source.stanza}", *args]
         return h.run(cmd, timeout=120, cwd="/")
 
     def archive_queue(self, name: str) -> list[str]:

@@ -559,7 +559,7 @@ class Cluster:
             journal_check="/nonexistent")
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
                                             backup=self.backup_settings(),
-                                            bootstrap=self.bootstrap_settings())
+                                            bootstrap=self.bootstrap_settings(node.name))
         config = rendering.with_local_paths(rendering.parse_patroni_yml(text), paths,
                                             watchdog_mode="off")
         import yaml  # noqa: PLC0415 (test-side only)
@@ -602,8 +602,9 @@ class Cluster:
         """Hook: what backups add to patroni.yml (components.backup.patroni_settings)."""
         return None
 
-    def bootstrap_settings(self) -> dict[str, Any] | None:
-        """Hook: a bootstrap method instead of initdb (components.clone.bootstrap)."""
+    def bootstrap_settings(self, name: str) -> dict[str, Any] | None:
+        """Hook: node `name`'s bootstrap method instead of initdb
+        (components.clone.bootstrap)."""
         return None
 
     def before_patroni(self) -> None:

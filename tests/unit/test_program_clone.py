@@ -23,7 +23,7 @@ SOURCE = {"stanza": "prod", "host": "198.51.100.9", "port": 8432, "postgresVersi
 
 
 class Mocks(BackupMocks):
-    """Another stack, `prod`, exists and exports `outputs` (backupCloneSource or not)."""
+    """Another stack, `prod`, exists and exports `outputs`."""
 
     def __init__(self, outputs: dict):
         super().__init__()
@@ -38,8 +38,8 @@ class Mocks(BackupMocks):
         return super().new_resource(args)
 
 
-def run_clone(settings: dict, outputs: dict | None = None) -> Program:
-    mocks = Mocks({clone.SOURCE_OUTPUT: SOURCE} if outputs is None else outputs)
+def run_clone(settings: dict) -> Program:
+    mocks = Mocks({clone.SOURCE_OUTPUT: SOURCE})
     prog = run_mocked({"cloneFromStack": SOURCE_STACK, **settings}, mocks)
     prog.stacks_read = mocks.stacks_read
     return prog
