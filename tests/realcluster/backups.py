@@ -284,20 +284,3 @@ class BackupCluster(h.Cluster):
         dest.unlink()
         return data
 
-
-# ---- WAL segment names (16 MiB segments: 256 per log id) ------------------------------
-def parse_lsn(text: str) -> int:
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def segment_number(name: str) -> int:
-    return (int(name[8:16], 16) << 8) | int(name[16:24], 16)
-
-
-def segment_name(timeline: int, number: int) -> str:
-    return f"{timeline:08X}{number >> 8:08X}{number & 0xFF:08X}"
-
-
-def segment_of(lsn: int) -> int:
-    return lsn >> 24

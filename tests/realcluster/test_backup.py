@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import time
 
-from components import backup
 from components.config import RestoreTarget
 from tests import workload
 from tests.realcluster import harness as h
-from tests.realcluster.backups import (BackupCluster, parse_lsn, segment_name,
-                                        segment_number, segment_of)
+from tests.realcluster.backups import BackupCluster
+from tests.wal import (lineage_segments, parse_lsn, segment_name, segment_number,
+                       segment_of)
 
 
 def test_wal_is_archived_across_failover_and_switchover_without_a_gap_and_expires(
@@ -56,10 +56,7 @@ def test_wal_is_archived_across_failover_and_switchover_without_a_gap_and_expire
     history = c.archive_get(f"{timeline:08X}.history", via=leader).decode()
     switches = [segment_of(parse_lsn(line.split()[1]))
                 for line in history.splitlines() if line.strip()]
-    starts = [segment_number(full["archive"]["start"]), *switches]
-    ends = [*switches, segment_number(newest) + 1]
-    expected = [segment_name(tl, n) for tl, (first, end) in enumerate(zip(starts, ends), 1)
-                for n in range(first, end)]
+    expected = lineage_segments(full["archive"]["start"], history, newest)
     for segment in expected:
         assert len(c.archive_get(segment, via=new)) == 16 * 2**20, segment
     print(f"{len(expected)} WAL segments fetched from the archive over {timeline} "
