@@ -105,6 +105,10 @@ SETTINGS: dict[str, Setting] = {
     "postgresParameters": Setting("object", {}, "extra PostgreSQL parameters"),
     "clientCidrs": Setting("list", [], "CIDRs allowed to connect (pg_hba); empty: the "
                            "cluster network only"),
+    "firewall": Setting("bool", True, "nftables on every host, owned by the program: "
+                        "inbound only what the cluster needs"),
+    "adminCidrs": Setting("list", [], "CIDRs SSH and the REST API are reached from; "
+                          "empty: the network the program creates"),
     "nodeTags": Setting("object", {}, "Patroni tags per node name, e.g. "
                         "{srv3: {nofailover: true}}"),
     "httpProxy": Setting("str", "", "HTTP proxy the nodes use for packages"),
@@ -230,6 +234,8 @@ class ClusterSpec:
     watchdog_safety_margin: int
     postgres_parameters: Mapping[str, Any]
     client_cidrs: tuple[str, ...]
+    firewall: bool
+    admin_cidrs: tuple[str, ...]  # resolved (see _admin_cidrs)
     node_tags: Mapping[str, Mapping[str, Any]]
     http_proxy: str
     extra_ca_certificates: str
@@ -407,11 +413,17 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
     at_least("maximumLagOnFailover", 0)
     one_of("watchdogMode", ("off", "automatic", "required"))
     _check_parameters(v["postgresParameters"], problems)
-    for cidr in v["clientCidrs"]:
-        try:
-            ipaddress.ip_network(str(cidr), strict=False)
-        except ValueError:
-            problems.add("clientCidrs", cidr, "a CIDR such as 10.0.0.0/24")
+    for key in ("clientCidrs", "adminCidrs"):
+        for cidr in v[key]:
+            try:
+                if ipaddress.ip_network(str(cidr), strict=False).version != 4:
+                    problems.add(key, cidr, "an IPv4 CIDR (the cluster is IPv4 only)")
+            except ValueError:
+                problems.add(key, cidr, "a CIDR such as 10.0.0.0/24")
+    if v["firewall"] and v["networkName"] and not v["adminCidrs"]:
+        problems.add("adminCidrs", v["adminCidrs"], "with networkName and the firewall on, "
+                     "the networks SSH and the REST API are reached from (the program "
+                     "does not know that network's addresses), e.g. [192.168.122.0/24]")
     _check_tags(v, problems)
     if v["httpProxy"] and urlparse(v["httpProxy"]).scheme not in ("http", "https"):
         problems.add("httpProxy", v["httpProxy"], "an http:// or https:// URL")
@@ -446,6 +458,7 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         postgres_parameters=dict(v["postgresParameters"]),
         client_cidrs=tuple(str(ipaddress.ip_network(c, strict=False))
                            for c in v["clientCidrs"]),
+        firewall=v["firewall"], admin_cidrs=_admin_cidrs(v),
         node_tags={k: dict(t) for k, t in v["nodeTags"].items()},
         http_proxy=v["httpProxy"], extra_ca_certificates=v["extraCaCertificates"],
         python_index_url=v["pythonIndexUrl"],
@@ -562,6 +575,17 @@ def _check_image(image: str, problems: _Problems) -> None:
         problems.add("baseImage", image, "a local image path must be absolute")
     elif not os.path.isfile(path):
         problems.add("baseImage", image, "no such file on this machine")
+
+
+def _admin_cidrs(v: dict) -> tuple[str, ...]:
+    """Who reaches SSH and the REST API: the configured networks, else the network the
+    program creates; on that network the libvirt host's own address (.1) always, so a
+    `pulumi up` run there can always correct the setting."""
+    cidrs = [str(ipaddress.ip_network(c, strict=False)) for c in v["adminCidrs"]]
+    if v["networkName"]:
+        return tuple(cidrs)
+    network = ipaddress.ip_network(v["networkCidr"], strict=False)
+    return tuple(cidrs or [str(network)]) + (f"{network.network_address + 1}/32",)
 
 
 def _check_network(v: dict, problems: _Problems) -> None:

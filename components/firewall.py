@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from components.backup import TLS_PORT
-from components.config import POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT
+from components.config import POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT, ClusterSpec
 from components.rendering import _env  # one Jinja environment for every template
 
 SSH_PORT = 22
@@ -83,3 +83,15 @@ def repository_ruleset(addresses: Mapping[str, str], admin_cidrs: Iterable[str],
              Rule(TLS_PORT, "backup_clients",
                   "pgBackRest's TLS server: archive-push/get and restores")]
     return _render("repository", "backup repository", sets, rules)
+
+
+RULESET_PATH = "/etc/pgha/firewall.nft"
+
+
+def render_configure_script(spec: ClusterSpec, host: str, ruleset: str) -> str:
+    """nftables installed, `ruleset` checked and in force, and loaded at every boot by a
+    unit of the program's own (pgha-firewall.service)."""
+    unit = _env.get_template("pgha-firewall.service.j2").render(ruleset=RULESET_PATH)
+    return _env.get_template("configure-firewall.sh.j2").render(
+        host=host, ruleset=ruleset, ruleset_path=RULESET_PATH, unit=unit,
+        package_manager=spec.layout.package_manager)

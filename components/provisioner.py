@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
-from components import backup, clone, rendering
+from components import backup, clone, firewall, rendering
 from components.config import ClusterSpec, NodeSpec
 from components.vm import LibvirtNode
 
@@ -88,6 +88,8 @@ class NodeProvisioner(pulumi.ComponentResource):
     start: remote.Command
     # With spec.clone: the source repository's configuration, proven to serve the target.
     clone_ready: Optional[remote.Command] = None
+    # With spec.firewall: the node's nftables ruleset in force.
+    firewall: Optional[remote.Command] = None
 
     def __init__(self, name: str, args: NodeProvisionerArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -136,6 +138,18 @@ class NodeProvisioner(pulumi.ComponentResource):
             before_start.append(wiring.repository_ready)
             if wiring.restore_ready is not None:
                 before_start.append(wiring.restore_ready)
+        if spec.firewall:
+            # After the last package install (one package manager at a time); Patroni's
+            # configuration comes after it, so Patroni never runs unprotected.
+            repository = args.backup.spec.apply(lambda b: b.repo_address) \
+                if args.backup is not None else pulumi.Output.from_input(None)
+            ruleset = pulumi.Output.all(args.addresses, repository).apply(
+                lambda v: firewall.node_ruleset(node.name, v[0], spec.admin_cidrs,
+                                                spec.hba_cidrs, repository=v[1]))
+            self.firewall = step("firewall", ruleset.apply(
+                lambda r: firewall.render_configure_script(spec, node.name, r)),
+                [install_backup or self.install_patroni])
+            before_configure.append(self.firewall)
         configure_script = pulumi.Output.all(args.addresses, args.secrets, backup_spec,
                                              bootstrap).apply(
             lambda v: rendering.render_configure_script(

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components import backup, clone, rendering
+from components import backup, clone, firewall, rendering
 from components.config import ClusterSpec
 from components.provisioner import remote_step, ssh_connection, vm_steps
 from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
@@ -104,7 +104,16 @@ class BackupRepository(pulumi.ComponentResource):
                                    identity.key).apply(
             lambda v: backup.render_configure_script("repository", "repository", v[1], v[2],
                                                      v[3], v[4], v[0]))
-        self.configure = step("configure-pgbackrest", script, [disk], holds_secrets=True)
+        before_configure: list[pulumi.Resource] = [disk]
+        if spec.firewall:
+            # Clones of this stack reach the repository from the admin networks.
+            ruleset = args.addresses.apply(lambda a: firewall.repository_ruleset(
+                a, spec.admin_cidrs, backup_clients=spec.admin_cidrs))
+            before_configure.append(step("firewall", ruleset.apply(
+                lambda r: firewall.render_configure_script(spec, "repository", r)),
+                [install]))
+        self.configure = step("configure-pgbackrest", script, before_configure,
+                              holds_secrets=True)
         self.register_outputs({"ip": self.ip, "configured": self.configure.id})
 
     def identity(self, host: str, common_name: str,

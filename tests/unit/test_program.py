@@ -43,7 +43,8 @@ def program(request):
     return run_program({"nodeCount": request.param}), request.param
 
 
-STEPS = ("prepare", "install-postgres", "watchdog", "install-patroni", "configure", "start")
+STEPS = ("prepare", "install-postgres", "watchdog", "install-patroni", "firewall",
+         "configure", "start")
 
 
 def test_one_domain_seed_and_disk_per_node_over_one_base_image(program):
@@ -176,7 +177,8 @@ def test_invalid_config_fails_with_the_message_and_creates_nothing():
 
 
 def test_existing_network_and_qemu_domains():
-    prog = run_program({"networkName": "lab", "domainType": "qemu"})
+    prog = run_program({"networkName": "lab", "domainType": "qemu",
+                        "adminCidrs": ["192.168.122.0/24"]})
     assert prog.of_type("libvirt:index/network:Network") == []
     for domain in prog.of_type("libvirt:index/domain:Domain"):
         assert domain.inputs["type"] == "qemu" and "cpu" not in domain.inputs

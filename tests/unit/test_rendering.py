@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import rendering
+from components import firewall, rendering
 from components.config import build_spec
 from tests.conftest import skip_or_fail
 
@@ -211,6 +211,9 @@ def all_scripts():
                                                                      SECRETS)
         yield f"{name}/start", rendering.render_start_script(spec, node)
         yield f"{name}/health-gate", rendering.render_health_gate_script(spec, addresses)
+        yield f"{name}/firewall", firewall.render_configure_script(
+            spec, node.name, firewall.node_ruleset(node.name, addresses, spec.admin_cidrs,
+                                                   spec.hba_cidrs))
 
 
 SCRIPTS = dict(all_scripts())

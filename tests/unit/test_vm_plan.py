@@ -16,12 +16,13 @@ def test_steps_connect_to_reserved_addresses_with_real_keys_in_the_programs_orde
     _, plan = vm_plan(tmp_path)
     assert plan.addresses == {"srv1": "10.232.0.10", "srv2": "10.232.0.11",
                               "srv3": "10.232.0.12"}
-    assert len(plan.steps) == 3 * 6 + 1
+    assert len(plan.steps) == 3 * 7 + 1
     configure = plan.steps["vmtest-srv2-provision-configure"]
     assert configure.host == "10.232.0.11" and configure.command == "sudo bash -s"
     assert configure.private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert configure.host_key.startswith("ssh-ed25519 AAAA")
-    assert configure.after == ("vmtest-srv2-provision-install-patroni",)
+    assert sorted(configure.after) == ["vmtest-srv2-provision-firewall",
+                                       "vmtest-srv2-provision-install-patroni"]
     gate = plan.steps["vmtest-health-gate"]
     assert {f"vmtest-srv{i}-provision-start" for i in (1, 2, 3)} <= set(gate.after)
     # The seed the lab boots is the program's cloud-init, with the pinned host key.
