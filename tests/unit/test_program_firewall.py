@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from components.config import ConfigError, build_spec
 from tests.pulumi_mocks import COMMAND
 from tests.unit.test_program import run_program
 from tests.unit.test_program_backups import REPO_IP
@@ -73,3 +74,13 @@ def test_an_existing_network_needs_admin_cidrs_before_anything_is_created():
     assert elements(rules, "admin") == {"192.168.122.0/24"}
     # No clientCidrs on a network the program does not know: PostgreSQL from the members.
     assert elements(rules, "postgres_clients") == set(NODE_IPS.values())
+
+
+def test_admin_and_client_cidrs_must_be_ipv4_networks():
+    with pytest.raises(ConfigError) as excinfo:
+        build_spec({"adminCidrs": ["2001:db8::/64", "10.0.0.0/33"],
+                    "clientCidrs": ["fd00::/8"]})
+    message = str(excinfo.value)
+    assert "pgha:adminCidrs = '2001:db8::/64'" in message and "IPv4" in message
+    assert "pgha:adminCidrs = '10.0.0.0/33'" in message
+    assert "pgha:clientCidrs = 'fd00::/8'" in message
