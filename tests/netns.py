@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 _CLONE_NEWNET = 0x40000000
@@ -24,3 +25,13 @@ def executor(ns: str, workers: int = 8) -> ThreadPoolExecutor:
     """A thread pool whose threads all live in network namespace `ns`."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ns-{ns}",
                               initializer=enter, initargs=(ns,))
+
+
+def tcp_connects(ip: str, port: int, timeout: float) -> bool:
+    """A TCP handshake with ip:port within `timeout` (run it on a thread that entered the
+    namespace to test from; a firewall that drops the SYN shows as a timeout)."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

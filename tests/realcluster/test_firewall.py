@@ -4,8 +4,6 @@ the REST API cannot be reached, and PostgreSQL only from the allowed clients; re
 the rules does not cut established replication."""
 from __future__ import annotations
 
-import socket
-
 from components import firewall
 from tests import netns
 from tests.realcluster import harness as h
@@ -35,14 +33,8 @@ class FirewalledCluster(h.Cluster):
     def reachable(self, from_ns: str, ip: str, port: int) -> bool:
         """A TCP handshake from namespace `from_ns` to ip:port within 2 s (a dropped SYN
         times out)."""
-        def connect() -> bool:
-            try:
-                with socket.create_connection((ip, port), timeout=2):
-                    return True
-            except OSError:
-                return False
         with netns.executor(from_ns, workers=1) as pool:
-            return pool.submit(connect).result(timeout=10)
+            return pool.submit(netns.tcp_connects, ip, port, 2).result(timeout=10)
 
 
 def reach_map(c: FirewalledCluster, from_ns: str) -> dict[tuple[str, str], bool]:

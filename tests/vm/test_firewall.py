@@ -4,21 +4,14 @@ PostgreSQL client, not a member) reaches SSH, PostgreSQL and the REST API but no
 port; the repository VM, a host on the same network that is not a member, reaches no
 Raft port either, while the members reach each other's. The power-loss scenarios that
 follow run behind the same rules."""
-import socket
-
 from components.backup import TLS_PORT
 from components.config import POSTGRES_PORT, RAFT_PORT, REPOSITORY_NAME, RESTAPI_PORT
+from tests import netns
 
 
 def reachable_from_lab(c, ip: str, port: int) -> bool:
     """A TCP handshake from the lab's namespace within 3 s (a dropped SYN times out)."""
-    def connect() -> bool:
-        try:
-            with socket.create_connection((ip, port), timeout=3):
-                return True
-        except OSError:
-            return False
-    return c.in_ns(connect, timeout=15)
+    return c.in_ns(netns.tcp_connects, ip, port, 3, timeout=15)
 
 
 def reachable_from_host(c, host: str, ip: str, port: int) -> bool:
