@@ -1,8 +1,10 @@
 """Power loss on real VMs (virsh destroy: no shutdown, nothing flushed), with a writer
 running: the fault, the wait, and the verdict are kept apart.
 
-At least ten power-offs in all: seven single nodes here (leader, replica, leader, ...) and
-all three at once; plus a watchdog reset of a frozen leader. Every time the node must come
+Ten power-offs in all: six single nodes here (leader, replica, leader, ...; every node is
+cut at least once), all three at once, and a watchdog reset of a frozen leader. (Six, not
+seven: on the slowest machines measured, each single power cycle costs about four minutes
+of a CI run that must end within 90.) Every time the node must come
 back as a streaming replica by itself, and no acknowledged write may be lost."""
 import time
 
@@ -48,8 +50,7 @@ def test_single_nodes_lose_power_and_come_back_by_themselves(vm_cluster):
     writer = c.start_writer("single-power-offs")
     results = []
     try:
-        for kind in ("leader", "replica", "leader", "replica", "leader", "replica",
-                     "leader"):
+        for kind in ("leader", "replica", "leader", "replica", "leader", "replica"):
             leader = c.wait_healthy()
             # Replicas take turns, so that every node is cut at least once.
             cut = [r["node"] for r in results]
@@ -64,7 +65,8 @@ def test_single_nodes_lose_power_and_come_back_by_themselves(vm_cluster):
         c.wait_healthy()
     finally:
         acknowledged = writer.stop()
-    assert len(results) == 7
+    assert len(results) == 6
+    assert {r["node"] for r in results} == set(c.names), results
     assert all(r["rejoin_after_boot_s"] <= REJOIN_AFTER_BOOT_S for r in results), results
     assert all(r["failover_s"] <= c.spec.ttl + c.spec.loop_wait
                for r in results if r["was_leader"]), results
