@@ -67,6 +67,10 @@ def test_single_nodes_lose_power_and_come_back_by_themselves(vm_cluster):
         acknowledged = writer.stop()
     assert len(results) == 6
     assert {r["node"] for r in results} == set(c.names), results
+    # Every node booted again without cloud-init (the prepare step turned it off).
+    for name in c.names:
+        ran = c.sh(name, "systemctl is-active cloud-init-local.service").stdout.strip()
+        assert ran == "inactive", (name, ran)
     assert all(r["rejoin_after_boot_s"] <= REJOIN_AFTER_BOOT_S for r in results), results
     assert all(r["failover_s"] <= c.spec.ttl + c.spec.loop_wait
                for r in results if r["was_leader"]), results

@@ -33,13 +33,17 @@ def test_every_node_booted_from_its_seed_on_the_ide_cdrom_and_grew_its_disk(vm_c
         # host keys (only the one the program pinned) and the root filesystem's size.
         seen = c.sh(name, "sudo tr -d '\\n' </var/lib/cloud/data/result.json; echo; "
                           "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$'; "
-                          "df --output=size -B1 / | tail -n1").stdout.splitlines()
+                          "df --output=size -B1 / | tail -n1; "
+                          "test -e /etc/cloud/cloud-init.disabled && echo off || echo on"
+                    ).stdout.splitlines()
         result = json.loads(seen[0])["v1"]
         assert "DataSourceNoCloud" in result["datasource"], result
         assert "seed=/dev/sr0" in result["datasource"] and result["errors"] == [], result
         assert seen[1] == "1", (name, seen)
         size_gib = int(seen[2]) / 2**30
         assert c.spec.disk_gib - 1 < size_gib <= c.spec.disk_gib, (name, size_gib)
+        # ... and later boots skip cloud-init (the prepare step's marker).
+        assert seen[3] == "off", (name, seen)
     # What the program rendered is valid for the image's cloud-init. One node suffices:
     # the seeds differ only in hostname and keys.
     schema = c.sh(c.names[0], "sudo cloud-init schema --system")
