@@ -13,6 +13,11 @@ try:
         raise ConfigError(["pgha:sshPrivateKey is not set: with sshPublicKey set, the "
                            "matching private key is needed as a secret "
                            "(pulumi config set --secret sshPrivateKey < key)"])
+    if spec.tls is not None and not spec.tls.generates_ca \
+            and config.get_secret("tlsCaPrivateKey") is None:
+        raise ConfigError(["pgha:tlsCaPrivateKey is not set: with tlsCaCertificate set, "
+                           "the CA's private key (PEM) is needed as a secret (pulumi "
+                           "config set --secret tlsCaPrivateKey < ca.key)"])
 except ConfigError as error:
     raise SystemExit(str(error)) from None
 
@@ -20,6 +25,8 @@ cluster = PatroniCluster(spec.cluster_name, PatroniClusterArgs(
     spec=spec,
     ssh_public_key=spec.ssh_public_key or None,
     ssh_private_key=None if spec.generates_ssh_key else config.require_secret("sshPrivateKey"),
+    tls_ca_private_key=None if spec.tls is None or spec.tls.generates_ca
+    else config.require_secret("tlsCaPrivateKey"),
 ))
 
 ssh_options = "-i pgha-key -o UserKnownHostsFile=pgha-known-hosts -o StrictHostKeyChecking=yes"
@@ -39,6 +46,9 @@ pulumi.export("sshCommands", cluster.node_ips.apply(
 pulumi.export("patronictl", cluster.node_ips.apply(
     lambda ips: f"{ssh_to(next(iter(ips.values())))} "
                 f"sudo -u postgres patronictl -c /etc/patroni/patroni.yml list"))
+if spec.tls is not None:
+    # Public: clients save it where the DSNs' sslrootcert points (tls.ca_file_name).
+    pulumi.export("caCertificate", cluster.ca_certificate)
 pulumi.export("knownHosts", cluster.known_hosts)
 pulumi.export("sshPrivateKey", cluster.ssh_private_key)
 pulumi.export("passwords", cluster.passwords)

@@ -14,6 +14,7 @@ import pulumi_tls as tls
 from pulumi_command import local
 
 from components import backup, clone, health, rendering
+from components.certificates import ClusterCa
 from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
                                     remote_step)
@@ -30,6 +31,8 @@ class PatroniClusterArgs:
     # Both set, or neither (then a key pair is generated).
     ssh_public_key: Optional[pulumi.Input[str]] = None
     ssh_private_key: Optional[pulumi.Input[str]] = None
+    # The key of the user's CA (spec.tls.ca_certificate), a secret; None: generated.
+    tls_ca_private_key: Optional[pulumi.Input[str]] = None
 
 
 class PatroniCluster(pulumi.ComponentResource):
@@ -40,6 +43,8 @@ class PatroniCluster(pulumi.ComponentResource):
     dsn_read_write: pulumi.Output[str]
     dsn_read_only: pulumi.Output[str]
     rest_urls: pulumi.Output[Mapping[str, str]]
+    # With TLS on (else None): the CA that clients verify the nodes against.
+    ca_certificate: Optional[pulumi.Output[str]] = None
     ssh_private_key: pulumi.Output[str]
     known_hosts: pulumi.Output[str]
     passwords: pulumi.Output[Mapping[str, str]]
@@ -118,6 +123,11 @@ class PatroniCluster(pulumi.ComponentResource):
                                   repository_ready=repository.configure,
                                   restore_ready=restore_check)
 
+        ca = None
+        if spec.tls is not None:
+            ca = ClusterCa(name, spec, self, args.tls_ca_private_key)
+            self.ca_certificate = ca.cert_pem
+
         clone_source = None
         if spec.clone is not None:
             source = pulumi.StackReference(f"{name}-clone-source", stack_name=spec.clone.stack,
@@ -128,7 +138,9 @@ class PatroniCluster(pulumi.ComponentResource):
             spec=spec, node=node, vm=vms[node.name], ssh_private_key=ssh_private_key,
             host_public_key=host_keys[node.name].public_key_openssh,
             addresses=self.node_ips, secrets=secrets, backup=backup_args(node.name),
-            clone_source=clone_source), opts=pulumi.ResourceOptions(parent=self))
+            clone_source=clone_source,
+            tls=ca.server_identity(node.name, vms[node.name].ip) if ca is not None else None),
+            opts=pulumi.ResourceOptions(parent=self))
             for node in spec.nodes]
 
         started: list[pulumi.Resource] = [p.start for p in provisioners]
@@ -153,8 +165,9 @@ class PatroniCluster(pulumi.ComponentResource):
             lambda ips: rendering.libpq_dsn(spec, ips, "read-write"))
         self.dsn_read_only = self.node_ips.apply(
             lambda ips: rendering.libpq_dsn(spec, ips, "read-only"))
+        scheme = rendering.rest_scheme(spec)
         self.rest_urls = self.node_ips.apply(
-            lambda ips: {n: f"http://{ip}:{RESTAPI_PORT}" for n, ip in ips.items()})
+            lambda ips: {n: f"{scheme}://{ip}:{RESTAPI_PORT}" for n, ip in ips.items()})
         self.ssh_private_key = pulumi.Output.secret(ssh_private_key)
         self.known_hosts = pulumi.Output.all(
             self.node_ips, *[host_keys[n].public_key_openssh for n in names]).apply(
@@ -162,7 +175,8 @@ class PatroniCluster(pulumi.ComponentResource):
         self.register_outputs({
             "nodeIps": self.node_ips, "leader": self.leader,
             "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,
-            "restUrls": self.rest_urls, "knownHosts": self.known_hosts})
+            "restUrls": self.rest_urls, "knownHosts": self.known_hosts,
+            "caCertificate": self.ca_certificate})
 
     @staticmethod
     def _restore(spec: ClusterSpec, provisioners: list[NodeProvisioner],
@@ -186,8 +200,8 @@ class PatroniCluster(pulumi.ComponentResource):
         """Warn about a degraded cluster on every up and preview, without a diff: an invoke
         runs each time the program runs and stores nothing. It waits for the gate, so a
         first `up` reports only once the cluster was built."""
-        probe = pulumi.Output.all(self.node_ips, gate.id).apply(
-            lambda v: rendering.render_health_probe(spec, v[0]))
+        probe = pulumi.Output.all(self.node_ips, gate.id, self.ca_certificate or "").apply(
+            lambda v: rendering.render_health_probe(spec, v[0], v[2]))
         # Its stdout is a report for health.py, not for the user's terminal.
         result = local.run_output(command=f"{shlex.quote(sys.executable)} -", stdin=probe,
                                   logging=local.Logging.STDERR)

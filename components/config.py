@@ -40,6 +40,8 @@ MANAGED_PG_PARAMETERS = frozenset({
     "listen_addresses", "port", "data_directory", "hba_file", "ident_file",
     "config_file", "unix_socket_directories", "hot_standby", "wal_level",
     "synchronous_standby_names", "primary_conninfo", "primary_slot_name",
+    # TLS (the tls settings): the node's own certificate files.
+    "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file",
 })
 PATRONI_TAGS = {"nofailover": bool, "noloadbalance": bool, "clonefrom": bool,
                 "nosync": bool, "failover_priority": int}
@@ -109,6 +111,15 @@ SETTINGS: dict[str, Setting] = {
                         "inbound only what the cluster needs"),
     "adminCidrs": Setting("list", [], "CIDRs SSH and the REST API are reached from; "
                           "empty: the network the program creates"),
+    "tls": Setting("bool", True, "TLS for PostgreSQL and Patroni's REST API (clients "
+                   "verify the server); false only for debugging: all in plain text"),
+    "tlsCertificateDays": Setting("int", 365, "lifetime of each node's server certificate "
+                                  "in days"),
+    "tlsRenewalDays": Setting("int", 30, "an `up` this many days or fewer before a "
+                              "certificate expires issues a new one and reloads it"),
+    "tlsCaCertificate": Setting("str", "", "PEM CA certificate that signs the nodes' "
+                                "certificates (with the secret tlsCaPrivateKey); empty: "
+                                "the program generates a CA"),
     "nodeTags": Setting("object", {}, "Patroni tags per node name, e.g. "
                         "{srv3: {nofailover: true}}"),
     "httpProxy": Setting("str", "", "HTTP proxy the nodes use for packages"),
@@ -195,6 +206,19 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS on: each node's certificate lifetime and renewal window, and the user's CA
+    certificate when it is not generated (its key is a secret, read by __main__)."""
+    certificate_hours: int
+    renewal_hours: int
+    ca_certificate: str  # empty: the program generates the CA
+
+    @property
+    def generates_ca(self) -> bool:
+        return not self.ca_certificate
+
+
+@dataclass(frozen=True)
 class CloneSpec:
     """A cluster created from another stack's backup repository (its stack output
     backupCloneSource), at `target` in that repository's archive."""
@@ -241,6 +265,7 @@ class ClusterSpec:
     extra_ca_certificates: str
     python_index_url: str
     health_timeout_seconds: int
+    tls: TlsSettings | None = None  # None: plain text (debugging only)
     backups: BackupSettings | None = None  # None: no backups, no repository VM
     clone: CloneSpec | None = None  # None: a new cluster starts empty (initdb)
 
@@ -433,6 +458,7 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         problems.add("extraCaCertificates", v["extraCaCertificates"][:30] + "...",
                      "PEM certificates (-----BEGIN CERTIFICATE-----)")
     at_least("healthTimeoutSeconds", 60)
+    tls = _check_tls(v, problems)
     target = _check_restore_target(v, problems)
     backups = _check_backups(v, problems, target)
     clone = _check_clone(v, problems, target)
@@ -462,7 +488,8 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
         node_tags={k: dict(t) for k, t in v["nodeTags"].items()},
         http_proxy=v["httpProxy"], extra_ca_certificates=v["extraCaCertificates"],
         python_index_url=v["pythonIndexUrl"],
-        health_timeout_seconds=v["healthTimeoutSeconds"], backups=backups, clone=clone,
+        health_timeout_seconds=v["healthTimeoutSeconds"], tls=tls, backups=backups,
+        clone=clone,
     )
 
 
@@ -488,6 +515,32 @@ def parse_restore_target(text: str) -> RestoreTarget | None:
     if kind in checks and checks[kind].match(value):
         return RestoreTarget(kind, value)
     return None
+
+
+# Long enough for a cluster to run between two `up`s; libpq and browsers cap trust in
+# longer-lived server certificates anyway.
+MAX_CERTIFICATE_DAYS = 3650
+
+
+def _check_tls(v: dict, problems: _Problems) -> TlsSettings | None:
+    """Checked whenever set, so that turning TLS back on cannot surface an old typo."""
+    days, renewal = v["tlsCertificateDays"], v["tlsRenewalDays"]
+    if not 2 <= days <= MAX_CERTIFICATE_DAYS:
+        problems.add("tlsCertificateDays", days, f"must be 2 to {MAX_CERTIFICATE_DAYS}")
+    if not 1 <= renewal < days:
+        problems.add("tlsRenewalDays", renewal, f"must be at least 1 and less than "
+                     f"tlsCertificateDays ({days}): the window before expiry in which an "
+                     f"`up` renews")
+    ca = v["tlsCaCertificate"].strip()
+    if ca and (ca.count("-----BEGIN CERTIFICATE-----") != 1
+               or "-----END CERTIFICATE-----" not in ca):
+        problems.add("tlsCaCertificate", ca[:30] + "...", "one PEM certificate "
+                     "(-----BEGIN CERTIFICATE-----), the CA that signs the nodes' "
+                     "certificates; its key goes in the secret pgha:tlsCaPrivateKey")
+    if not v["tls"]:
+        return None
+    return TlsSettings(certificate_hours=days * 24, renewal_hours=renewal * 24,
+                       ca_certificate=ca + "\n" if ca else "")
 
 
 def _check_restore_target(v: dict, problems: _Problems) -> RestoreTarget | None:

@@ -9,6 +9,7 @@ import pulumi
 from pulumi_command import remote
 
 from components import backup, clone, firewall, rendering
+from components.certificates import TlsIdentity
 from components.config import ClusterSpec, NodeSpec
 from components.vm import LibvirtNode
 
@@ -78,6 +79,8 @@ class NodeProvisionerArgs:
     backup: Optional[NodeBackupArgs] = None
     # Set when the cluster is created from another stack's backups (spec.clone).
     clone_source: Optional[pulumi.Output[clone.CloneSource]] = None
+    # With TLS on: the node's server certificate (components.certificates).
+    tls: Optional[TlsIdentity] = None
 
 
 class NodeProvisioner(pulumi.ComponentResource):
@@ -150,11 +153,15 @@ class NodeProvisioner(pulumi.ComponentResource):
                 lambda r: firewall.render_configure_script(spec, node.name, r)),
                 [install_backup or self.install_patroni])
             before_configure.append(self.firewall)
+        tls_pems: pulumi.Output = pulumi.Output.from_input(None)
+        if args.tls is not None:
+            tls_pems = pulumi.Output.all(args.tls.ca_cert, args.tls.cert, args.tls.key).apply(
+                lambda v: rendering.NodeTlsPems(*v))
         configure_script = pulumi.Output.all(args.addresses, args.secrets, backup_spec,
-                                             bootstrap).apply(
+                                             bootstrap, tls_pems).apply(
             lambda v: rendering.render_configure_script(
                 spec, node, v[0], v[1], backup=_patroni_backup_settings(spec, v[2]),
-                bootstrap=v[3]))
+                bootstrap=v[3], tls_pems=v[4]))
         self.configure = step("configure", configure_script, before_configure,
                               holds_secrets=True)
         self.start = step("start", rendering.render_start_script(spec, node),

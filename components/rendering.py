@@ -18,6 +18,7 @@ import yaml
 
 from components.config import (POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT, ClusterSpec,
                                NodeSpec)
+from components.tls import TlsFiles, ca_file_name, tls_files
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -49,6 +50,7 @@ class NodePaths:
     socket_dir: str
     watchdog_script: str
     journal_check: str
+    tls_dir: str = "/etc/patroni/tls"
 
 
 def node_paths(spec: ClusterSpec) -> NodePaths:
@@ -101,6 +103,23 @@ def _render(template: str, **values: Any) -> str:
     return _env.get_template(template).render(ports=PORTS, users=USERS, **values)
 
 
+@dataclass(frozen=True)
+class NodeTlsPems:
+    """A node's TLS files' contents: the CA, its certificate and its key (a secret)."""
+    ca: str
+    cert: str
+    key: str
+
+
+def node_tls(spec: ClusterSpec, paths: NodePaths) -> TlsFiles | None:
+    """The node's TLS files, or None with TLS off."""
+    return tls_files(paths.tls_dir) if spec.tls is not None else None
+
+
+def rest_scheme(spec: ClusterSpec) -> str:
+    return "https" if spec.tls is not None else "http"
+
+
 def _peers(node: NodeSpec, addresses: Mapping[str, str]) -> list[str]:
     own = addresses[node.name]
     # Patroni must never list itself as a Raft partner (patroni#1701).
@@ -120,11 +139,13 @@ def render_patroni_yml(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str
     if backup:
         # After the user's parameters: archiving is the backup's, not a tunable.
         parameters.update(backup["parameters"])
+    paths = paths or node_paths(spec)
     return _render(
         "patroni.yml.j2", spec=spec, node=node, address=addresses[node.name],
         peers=_peers(node, addresses), members=list(addresses.values()),
         client_cidrs=spec.hba_cidrs, parameters=parameters, backup=backup,
-        bootstrap=bootstrap, secrets=secrets, paths=paths or node_paths(spec), tags=node.tags)
+        bootstrap=bootstrap, secrets=secrets, paths=paths, tags=node.tags,
+        tls=node_tls(spec, paths))
 
 
 def render_unit(spec: ClusterSpec) -> str:
@@ -190,9 +211,14 @@ def render_install_patroni_script(spec: ClusterSpec) -> str:
 def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str, str],
                             secrets: ClusterSecrets,
                             backup: Mapping[str, Any] | None = None,
-                            bootstrap: Mapping[str, Any] | None = None) -> str:
+                            bootstrap: Mapping[str, Any] | None = None,
+                            tls_pems: NodeTlsPems | None = None) -> str:
+    """`tls_pems`: the node's TLS files, required with TLS on (installed before Patroni
+    reads them; PostgreSQL and Patroni reload them when they change)."""
     paths = node_paths(spec)
+    assert (tls_pems is not None) == (spec.tls is not None), "TLS files iff TLS is on"
     return _render("configure-patroni.sh.j2", spec=spec, node=node, paths=paths,
+                   tls=node_tls(spec, paths), tls_pems=tls_pems,
                    patroni_yml=render_patroni_yml(spec, node, addresses, secrets,
                                                   backup=backup, bootstrap=bootstrap),
                    unit=render_unit(spec), flush_unit=render_raft_flush_unit(spec),
@@ -207,27 +233,39 @@ def restore_marker(paths: NodePaths) -> str:
 def render_start_script(spec: ClusterSpec, node: NodeSpec) -> str:
     paths = node_paths(spec)
     return _render("start-patroni.sh.j2", spec=spec, node=node, paths=paths,
-                   restore_request=spec.restore_request, marker=restore_marker(paths))
+                   restore_request=spec.restore_request, marker=restore_marker(paths),
+                   tls=node_tls(spec, paths), scheme=rest_scheme(spec))
 
 
 def render_health_gate_script(spec: ClusterSpec, addresses: Mapping[str, str]) -> str:
     paths = node_paths(spec)
     gate = _render("health-gate.py.j2", spec=spec, members=dict(addresses), paths=paths,
-                   timeout=spec.health_timeout_seconds)
+                   timeout=spec.health_timeout_seconds, tls=node_tls(spec, paths),
+                   scheme=rest_scheme(spec))
     return _render("health-gate.sh.j2", paths=paths, gate_py=gate.rstrip("\n"))
 
 
-def render_health_probe(spec: ClusterSpec, addresses: Mapping[str, str]) -> str:
-    """The read-only probe that components/health.py judges on every up and preview."""
-    return _render("health-probe.py.j2", spec=spec, members=dict(addresses))
+def render_health_probe(spec: ClusterSpec, addresses: Mapping[str, str],
+                        ca_cert: str = "") -> str:
+    """The read-only probe that components/health.py judges on every up and preview;
+    with TLS on it verifies every node against `ca_cert` (PEM)."""
+    assert bool(ca_cert) == (spec.tls is not None), "the CA iff TLS is on"
+    return _render("health-probe.py.j2", spec=spec, members=dict(addresses),
+                   scheme=rest_scheme(spec), ca_cert=ca_cert)
 
 
 def libpq_dsn(spec: ClusterSpec, addresses: Mapping[str, str], session_attrs: str,
-              dbname: str = "postgres", user: str = USERS["superuser"]) -> str:
-    """A libpq multi-host URI (no password: use ~/.pgpass or PGPASSWORD)."""
+              dbname: str = "postgres", user: str = USERS["superuser"],
+              ca_file: str | None = None) -> str:
+    """A libpq multi-host URI (no password: use ~/.pgpass or PGPASSWORD). With TLS on
+    the client verifies each node's certificate and address against the cluster's CA,
+    saved as `ca_file` (default: ca_file_name, relative to the client's directory)."""
     hosts = ",".join(f"{ip}:{POSTGRES_PORT}" for ip in addresses.values())
-    return (f"postgresql://{user}@{hosts}/{dbname}"
-            f"?target_session_attrs={session_attrs}&connect_timeout=5")
+    dsn = (f"postgresql://{user}@{hosts}/{dbname}"
+           f"?target_session_attrs={session_attrs}&connect_timeout=5")
+    if spec.tls is not None:
+        dsn += f"&sslmode=verify-full&sslrootcert={ca_file or ca_file_name(spec)}"
+    return dsn
 
 
 def parse_patroni_yml(text: str) -> dict:
@@ -243,5 +281,12 @@ def with_local_paths(config: dict, paths: NodePaths, watchdog_mode: str) -> dict
     pg.update(data_dir=paths.data_dir, bin_dir=paths.bin_dir, pgpass=paths.pgpass)
     pg["parameters"]["unix_socket_directories"] = paths.socket_dir
     config["watchdog"]["mode"] = watchdog_mode
+    if "ssl_cert_file" in pg["parameters"]:
+        files = tls_files(paths.tls_dir)
+        pg["parameters"].update(ssl_cert_file=files.cert, ssl_key_file=files.key)
+        config["restapi"].update(certfile=files.cert, keyfile=files.key)
+        config["ctl"]["cacert"] = files.ca
+        for role in ("replication", "rewind"):
+            pg["authentication"][role]["sslrootcert"] = files.ca
     return config
 

@@ -14,6 +14,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from components import backup, clone, firewall, rendering
+from components.certificates import TlsIdentity
 from components.config import ClusterSpec
 from components.provisioner import remote_step, ssh_connection, vm_steps
 from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
@@ -23,14 +24,6 @@ from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
 CERT_VALIDITY_HOURS = 10 * 365 * 24
 CERT_RENEWAL_HOURS = 30 * 24
 CERT_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
-
-
-@dataclass(frozen=True)
-class TlsIdentity:
-    """One host's pgBackRest TLS identity, signed by the cluster's CA."""
-    ca_cert: pulumi.Output[str]
-    cert: pulumi.Output[str]
-    key: pulumi.Output[str]  # secret
 
 
 @dataclass

@@ -10,9 +10,7 @@ the address as SAN).
 """
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import ipaddress
 import json
 import os
 import shutil
@@ -20,57 +18,27 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from components import backup, clone
 from components.config import RestoreTarget, build_spec
+from tests.certs import TestCa
 from tests.pulumi_mocks import random_password
 from tests.realcluster import harness as h
 
 REPO_IP = "10.199.0.3"
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
 def make_certificates(hosts: dict[str, tuple[str, str]]) -> tuple[bytes, dict[str, tuple]]:
     """A CA and, per host, (key PEM, cert PEM) with CN and the address as SAN. `hosts`
     maps a host to (common name, address)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (x509.CertificateBuilder().subject_name(_name("pgha test CA"))
-               .issuer_name(_name("pgha test CA")).public_key(ca_key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-               .sign(ca_key, hashes.SHA256()))
+    ca = TestCa()
     out = {}
     for host, (cn, address) in hosts.items():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(_name(cn))
-                .issuer_name(ca_cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=1))
-                # pgBackRest (2.45) matches the host it dials against DNS-type names only,
-                # so the address is there as both.
-                .add_extension(x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName(address)]),
-                    critical=False)
-                .add_extension(x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                    critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        out[host] = (key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()),
-                     cert.public_bytes(serialization.Encoding.PEM))
-    return ca_cert.public_bytes(serialization.Encoding.PEM), out
+        # pgBackRest (2.45) matches the host it dials against DNS-type names only, so the
+        # address is there as both.
+        issued = ca.issue(cn, dns_names=[address], ip_addresses=[address],
+                          uses=("server_auth", "client_auth"))
+        out[host] = (issued.key.encode(), issued.cert.encode())
+    return ca.cert.encode(), out
 
 
 class BackupCluster(h.Cluster):

@@ -7,6 +7,7 @@ import pytest
 
 from components import health, rendering
 from components.config import build_spec
+from tests.certs import TestCa
 
 SPEC = build_spec({})
 ADDRESSES = {"srv1": "192.0.2.11", "srv2": "192.0.2.12", "srv3": "192.0.2.13"}
@@ -89,7 +90,7 @@ def test_paused_cluster_and_unreadable_probe_are_reported():
 def test_the_probe_reports_unreachable_nodes_without_failing():
     # Nothing listens on these loopback ports: the probe still prints a full report.
     addresses = {"srv1": "127.0.0.1", "srv2": "127.0.0.1", "srv3": "127.0.0.1"}
-    probe = rendering.render_health_probe(build_spec({}), addresses)
+    probe = rendering.render_health_probe(build_spec({}), addresses, TestCa().cert)
     p = subprocess.run([sys.executable, "-"], input=probe.replace("8008", "9"),
                        text=True, capture_output=True, timeout=30)
     assert p.returncode == 0, p.stderr
@@ -126,11 +127,16 @@ def test_a_stale_dcs_copy_after_a_full_power_loss_is_not_healthy():
                                   "replication None")
 
 
+CA = TestCa()
+
+
 @pytest.fixture
-def three_patronis():
-    """Three fake Patroni REST APIs on 127.0.0.1-3 (one port): every node serves the
-    healthy DCS view and its own report from `selves` (a test may change it)."""
+def three_patronis(tmp_path):
+    """Three fake Patroni REST APIs on 127.0.0.1-3 (one port), over HTTPS with a
+    certificate for their address signed by CA, as the program's nodes: every node
+    serves the healthy DCS view and its own report from `selves` (a test may change it)."""
     import http.server
+    import ssl
     import threading
 
     servers, selves = [], dict(SELF)
@@ -148,6 +154,11 @@ def three_patronis():
                 pass
         port = servers[0].server_address[1] if servers else 0
         server = http.server.ThreadingHTTPServer((f"127.0.0.{i}", port), Handler)
+        issued = CA.issue(name, ip_addresses=[f"127.0.0.{i}"])
+        (tmp_path / f"{name}.pem").write_text(issued.key + issued.cert)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / f"{name}.pem")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     yield ({name: f"127.0.0.{i}" for i, name in enumerate(ADDRESSES, start=1)},
@@ -157,11 +168,30 @@ def three_patronis():
         server.server_close()
 
 
+def run_probe(addresses, port, ca_cert):
+    probe = rendering.render_health_probe(build_spec({}), addresses, ca_cert)
+    return subprocess.run([sys.executable, "-"], input=probe.replace("8008", str(port)),
+                          text=True, capture_output=True, timeout=30)
+
+
+def test_the_probe_refuses_nodes_whose_certificate_another_ca_signed(three_patronis):
+    addresses, port, _ = three_patronis
+    p = run_probe(addresses, port, TestCa("another CA").cert)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert all("CERTIFICATE_VERIFY_FAILED" in report[n]["error"] for n in addresses), report
+
+
+def test_the_probe_refuses_a_certificate_for_another_name(three_patronis):
+    # srv1's server, dialled by a name its certificate (for 127.0.0.1 only) does not hold.
+    addresses, port, _ = three_patronis
+    report = json.loads(run_probe({"srv1": "localhost"}, port, CA.cert).stdout)
+    assert "certificate is not valid for 'localhost'" in report["srv1"]["error"], report
+
+
 def test_the_probe_reads_each_nodes_dcs_view_and_its_own_report(three_patronis):
     addresses, port, _ = three_patronis
-    probe = rendering.render_health_probe(build_spec({}), addresses)
-    p = subprocess.run([sys.executable, "-"], input=probe.replace("8008", str(port)),
-                       text=True, capture_output=True, timeout=30)
+    p = run_probe(addresses, port, CA.cert)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["srv2"] == {"cluster": HEALTHY, "self": SELF["srv2"]}
@@ -170,24 +200,35 @@ def test_the_probe_reads_each_nodes_dcs_view_and_its_own_report(three_patronis):
         [], "cluster healthy: leader srv1, sync standby srv2, streaming srv3")
 
 
-def run_gate(addresses, port, timeout_s):
+def run_gate(addresses, port, timeout_s, ca_file):
     import re
     spec = build_spec({})
     script = rendering.render_health_gate_script(spec, addresses)
     gate = re.search(r"<<'PY'\n(.*)\nPY", script, re.S).group(1)
-    gate = gate.replace("8008", str(port))
+    gate = gate.replace("8008", str(port)).replace("/etc/patroni/tls/ca.crt", str(ca_file))
     gate = re.sub(r"^TIMEOUT = \d+$", f"TIMEOUT = {timeout_s}", gate, flags=re.M)
     return subprocess.run([sys.executable, "-"], input=gate, text=True,
                           capture_output=True, timeout=60)
 
 
-def test_the_gate_passes_only_when_each_node_confirms_its_part(three_patronis):
+def test_the_gate_passes_only_when_each_node_confirms_its_part(three_patronis, tmp_path):
     addresses, port, selves = three_patronis
-    passed = run_gate(addresses, port, 0)
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text(CA.cert)
+    passed = run_gate(addresses, port, 0, ca_file)
     assert passed.returncode == 0, passed.stderr
     assert json.loads(passed.stdout.splitlines()[0])["leader"] == "srv1"
     # The same DCS view, but srv1 has not started PostgreSQL yet (a stale copy).
     selves["srv1"] = {"state": "stopped", "role": "replica"}
-    failed = run_gate(addresses, port, 0)
+    failed = run_gate(addresses, port, 0, ca_file)
     assert failed.returncode == 1
     assert "srv1=replica/stopped/None" in failed.stderr, failed.stderr
+
+
+def test_the_gate_does_not_trust_nodes_another_ca_signed(three_patronis, tmp_path):
+    addresses, port, _ = three_patronis
+    other = tmp_path / "other-ca.crt"
+    other.write_text(TestCa("another CA").cert)
+    failed = run_gate(addresses, port, 0, other)
+    assert failed.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in failed.stderr, failed.stderr

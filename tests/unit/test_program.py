@@ -13,6 +13,10 @@ def mock_ip(name: str) -> str:
     return f"203.0.113.{10 + int(name.split('-srv')[1].split('-')[0])}"
 
 
+CERT_TYPES = ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/certRequest:CertRequest",
+              "tls:index/locallySignedCert:LocallySignedCert")
+
+
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
@@ -21,7 +25,11 @@ class Mocks(pulumi.runtime.Mocks):
                                              "addresses": [mock_ip(args.name)]}]
         elif args.typ == "tls:index/privateKey:PrivateKey":
             outputs.update(publicKeyOpenssh=f"ssh-ed25519 AAAA{args.name}\n",
-                           privateKeyOpenssh=f"-----BEGIN OPENSSH PRIVATE KEY-----\n{args.name}\n")
+                           privateKeyOpenssh=f"-----BEGIN OPENSSH PRIVATE KEY-----\n{args.name}\n",
+                           privateKeyPem=f"PRIVATE KEY of {args.name}")
+        elif args.typ in CERT_TYPES:
+            field = "certRequestPem" if "certRequest" in args.typ else "certPem"
+            outputs[field] = f"PEM of {args.name}"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"pw-{args.name}"
         elif args.typ == "command:remote:Command":

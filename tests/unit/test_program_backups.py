@@ -10,11 +10,10 @@ import yaml
 from components import backup
 from tests.pulumi_mocks import COMMAND, DOMAIN, VOLUME, Program
 from tests.pulumi_mocks import run_program as run_mocked
+from tests.unit.test_program import CERT_TYPES
 from tests.unit.test_program import Mocks as ClusterMocks
 
 REPO_IP = "203.0.113.9"
-CERT_TYPES = ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/certRequest:CertRequest",
-              "tls:index/locallySignedCert:LocallySignedCert")
 
 
 class Mocks(ClusterMocks):
@@ -24,13 +23,6 @@ class Mocks(ClusterMocks):
             outputs["networkInterfaces"] = [{**args.inputs["networkInterfaces"][0],
                                              "addresses": [REPO_IP]}]
             return f"{args.name}_id", outputs
-        if args.typ == "tls:index/privateKey:PrivateKey" and "-tls-key" in args.name \
-                or args.name.endswith("-ca-key"):
-            return f"{args.name}_id", {**args.inputs,
-                                       "privateKeyPem": f"PRIVATE KEY of {args.name}"}
-        if args.typ in CERT_TYPES:
-            field = "certRequestPem" if "certRequest" in args.typ else "certPem"
-            return f"{args.name}_id", {**args.inputs, field: f"PEM of {args.name}"}
         if args.typ == COMMAND and args.name.endswith("-init-backups"):
             return f"{args.name}_id", {**args.inputs, "stdout": "pgha: last backup "
                                        "20261126-101010F\npgha: changed: x", "stderr": ""}
@@ -58,7 +50,9 @@ def test_backups_off_creates_no_repository_certificate_or_backup_step():
     prog = run_program({})
     names = [r.name for r in prog.registrations]
     assert not [n for n in names if "repository" in n or "pgbackrest" in n or "restore" in n]
-    assert not [r for r in prog.registrations if r.type in CERT_TYPES]
+    # The cluster's own CA and node certificates (TLS) are not the repository's.
+    assert not [r for r in prog.registrations if r.type in CERT_TYPES
+                and "-repository-" in r.name]
     for cmd in prog.of_type(COMMAND):
         assert "pgbackrest" not in cmd.inputs["stdin"], cmd.name
     assert "backupRepositoryHost" not in prog.namespace
@@ -102,7 +96,8 @@ def test_repository_steps_run_in_order_and_before_any_node_starts():
 
 def test_each_host_gets_its_own_certificate_named_as_its_peers_admit():
     prog = run_program(ON)
-    requests = {r.name: r.inputs for r in prog.of_type("tls:index/certRequest:CertRequest")}
+    requests = {r.name: r.inputs for r in prog.of_type("tls:index/certRequest:CertRequest")
+                if "-repository-" in r.name}
     expected = {"repository": (backup.repo_client_name("pg-raft"), REPO_IP),
                 **{f"srv{i}": (backup.node_client_name("pg-raft", f"srv{i}"),
                                f"203.0.113.{10 + i}") for i in (1, 2, 3)}}
@@ -116,9 +111,11 @@ def test_each_host_gets_its_own_certificate_named_as_its_peers_admit():
         inputs = requests[f"pg-raft-repository-{host}-tls-request"]
         assert inputs["subject"]["commonName"] == cn
         assert inputs["ipAddresses"] == [ip] and inputs["dnsNames"] == [ip]
-    (ca,) = prog.of_type("tls:index/selfSignedCert:SelfSignedCert")
+    (ca,) = [c for c in prog.of_type("tls:index/selfSignedCert:SelfSignedCert")
+             if "-repository-" in c.name]
     assert ca.inputs["isCaCertificate"] is True
-    for cert in prog.of_type("tls:index/locallySignedCert:LocallySignedCert"):
+    for cert in (c for c in prog.of_type("tls:index/locallySignedCert:LocallySignedCert")
+                 if "-repository-" in c.name):
         assert "client_auth" in cert.inputs["allowedUses"]
         assert "server_auth" in cert.inputs["allowedUses"]
 

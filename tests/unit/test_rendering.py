@@ -12,6 +12,10 @@ from components.config import build_spec
 from tests.conftest import skip_or_fail
 
 SECRETS = rendering.ClusterSecrets("su-pw'\"x", "repl-pw", "rewind-pw", "rest-pw", "raft-pw")
+TLS_PEMS = rendering.NodeTlsPems(
+    "-----BEGIN CERTIFICATE-----\nthe-ca\n-----END CERTIFICATE-----\n",
+    "-----BEGIN CERTIFICATE-----\nthe-node\n-----END CERTIFICATE-----\n",
+    "-----BEGIN PRIVATE KEY-----\nnode-key-pw\n-----END PRIVATE KEY-----\n")
 SPECS = {
     "rocky8-default": {},
     "rocky8-five-proxy-ca": {"nodeCount": 5, "httpProxy": "http://10.0.0.1:3128",
@@ -23,6 +27,7 @@ SPECS = {
                         "postgresVersion": 15, "httpProxy": "http://10.0.0.1:3128"},
     "debian12-pgdg": {"osFamily": "debian12", "postgresVersion": 17,
                       "nodeTags": {"srv3": {"nofailover": True, "failover_priority": 0}}},
+    "debian12-tls-off": {"osFamily": "debian12", "tls": False},
 }
 
 
@@ -110,17 +115,18 @@ def test_patroni_yml_holds_the_safety_settings_and_secrets_verbatim():
 
 def test_pg_hba_allows_peers_per_address_and_only_the_configured_networks():
     spec, addresses, config, _ = rendered("rocky8-default")
-    hba = config["postgresql"]["pg_hba"]
+    # Admitting lines (the last one refuses plain text from anywhere, see the TLS test).
+    hba = config["postgresql"]["pg_hba"][:-1]
     for ip in addresses.values():
-        assert f"host replication replicator {ip}/32 scram-sha-256" in hba
-    networks = [line.split()[3] for line in hba if line.startswith("host ")]
+        assert f"hostssl replication replicator {ip}/32 scram-sha-256" in hba
+    networks = [line.split()[3] for line in hba if line.startswith("host")]
     for cidr in networks:
         assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("192.168.130.0/24")) \
             or cidr == "127.0.0.1/32"
     # Patroni reads a replica's own timeline over a local replication connection.
     assert "host replication replicator 127.0.0.1/32 scram-sha-256" in hba
     assert not any("0.0.0.0/0" in line or " trust" in line or " md5" in line for line in hba)
-    custom = build_spec({"clientCidrs": ["10.9.0.0/16"]})
+    custom = build_spec({"clientCidrs": ["10.9.0.0/16"], "tls": False})
     custom_hba = yaml.safe_load(rendering.render_patroni_yml(
         custom, custom.nodes[0], addresses, SECRETS))["postgresql"]["pg_hba"]
     assert "host all all 10.9.0.0/16 scram-sha-256" in custom_hba
@@ -154,14 +160,19 @@ def test_local_override_changes_only_paths_and_watchdog():
     spec, addresses, config, _ = rendered("rocky8-default")
     paths = rendering.NodePaths(config_dir="/x", config="/x/p.yml", venv="/v", raft_dir="/r",
                                 data_dir="/d", bin_dir="/b", pgpass="/p", socket_dir="/s",
-                                watchdog_script="/w", journal_check="/j")
+                                watchdog_script="/w", journal_check="/j", tls_dir="/t")
     local = rendering.with_local_paths(config, paths, "off")
     assert local["raft"]["data_dir"] == "/r" and local["postgresql"]["bin_dir"] == "/b"
     assert local["watchdog"]["mode"] == "off"
+    assert local["postgresql"]["parameters"]["ssl_key_file"] == "/t/server.key"
+    assert local["restapi"]["certfile"] == "/t/server.crt" and local["ctl"]["cacert"] == "/t/ca.crt"
+    assert local["postgresql"]["authentication"]["rewind"]["sslrootcert"] == "/t/ca.crt"
     local["raft"]["data_dir"] = config["raft"]["data_dir"]
     local["postgresql"].update({k: config["postgresql"][k] for k in ("data_dir", "bin_dir",
                                                                       "pgpass")})
     local["postgresql"]["parameters"] = config["postgresql"]["parameters"]
+    local["postgresql"]["authentication"] = config["postgresql"]["authentication"]
+    local["restapi"], local["ctl"] = config["restapi"], config["ctl"]
     local["watchdog"] = config["watchdog"]
     assert local == config
 
@@ -207,8 +218,8 @@ def all_scripts():
         yield f"{name}/install-postgres", rendering.render_install_postgres_script(spec)
         yield f"{name}/watchdog", rendering.render_watchdog_script(spec)
         yield f"{name}/install-patroni", rendering.render_install_patroni_script(spec)
-        yield f"{name}/configure", rendering.render_configure_script(spec, node, addresses,
-                                                                     SECRETS)
+        yield f"{name}/configure", rendering.render_configure_script(
+            spec, node, addresses, SECRETS, tls_pems=TLS_PEMS if spec.tls else None)
         yield f"{name}/start", rendering.render_start_script(spec, node)
         yield f"{name}/health-gate", rendering.render_health_gate_script(spec, addresses)
         yield f"{name}/firewall", firewall.render_configure_script(
@@ -235,19 +246,35 @@ def test_scripts_are_strict_and_never_trace_or_print_secrets(script_id):
     assert "set -euo pipefail" in script and "set -x" not in script and "-euxo" not in script
     # The whole script is parsed before it runs, so commands cannot eat the rest of stdin.
     assert script.rstrip().endswith("main </dev/null")
-    for secret in ("repl-pw", "rewind-pw", "rest-pw", "raft-pw", "su-pw"):
+    for secret in ("repl-pw", "rewind-pw", "rest-pw", "raft-pw", "su-pw", "node-key-pw"):
         assert secret not in script  # secrets travel base64-encoded inside heredocs only
 
 
-def test_configure_script_carries_the_exact_patroni_yml():
+def installed_files(script: str) -> dict[str, tuple[str, str]]:
+    """What a script's install_file calls write: destination -> (mode, decoded text)."""
     import base64
     import re
+    return {dest: (mode, base64.b64decode("".join(body.split())).decode())
+            for dest, mode, body in re.findall(
+                r"install_file (\S+) (\S+) \S+ <<'B64'(?:; then| \|\| true)?\n(.*?)\nB64",
+                script, re.S)}
+
+
+def test_configure_script_carries_the_exact_patroni_yml_and_the_tls_files():
     spec, addresses = spec_and_addresses("rocky8-default")
     script = SCRIPTS["rocky8-default/configure"]
-    blocks = re.findall(r"<<'B64'; then\n(.*?)\nB64", script, re.S)
-    assert base64.b64decode("".join(blocks[0].split())).decode() == \
-        rendering.render_patroni_yml(spec, spec.nodes[0], addresses, SECRETS)
+    files = installed_files(script)
+    assert files["/etc/patroni/patroni.yml"] == (
+        "0600", rendering.render_patroni_yml(spec, spec.nodes[0], addresses, SECRETS))
     assert "install_file /etc/patroni/patroni.yml 0600 postgres:postgres" in script
+    # The key is readable by postgres only (PostgreSQL refuses anything looser).
+    assert files["/etc/patroni/tls/server.key"] == ("0600", TLS_PEMS.key)
+    assert files["/etc/patroni/tls/server.crt"] == ("0644", TLS_PEMS.cert)
+    assert files["/etc/patroni/tls/ca.crt"] == ("0644", TLS_PEMS.ca)
+    # A renewed certificate is reloaded, not restarted.
+    assert "SELECT pg_reload_conf()" in script and "systemctl restart patroni" not in script
+    plain = installed_files(SCRIPTS["debian12-tls-off/configure"])
+    assert not any("/tls/" in dest for dest in plain)
 
 
 def test_install_patroni_pins_exact_versions_in_a_virtualenv():
@@ -268,12 +295,53 @@ def test_postgres_install_disables_the_distribution_service():
     assert "apt.postgresql.org" in SCRIPTS["debian12-pgdg/install-postgres"]
 
 
-def test_dsn_lists_every_host_and_no_password():
+def test_dsn_lists_every_host_and_no_password_and_verifies_the_server():
     spec, addresses = spec_and_addresses("rocky8-default")
     dsn = rendering.libpq_dsn(spec, addresses, "read-write")
     assert dsn == ("postgresql://postgres@192.168.130.10:5432,192.168.130.11:5432,"
                    "192.168.130.12:5432/postgres?target_session_attrs=read-write"
-                   "&connect_timeout=5")
+                   "&connect_timeout=5&sslmode=verify-full&sslrootcert=pg-raft-ca.crt")
+    plain, addresses = spec_and_addresses("debian12-tls-off")
+    assert rendering.libpq_dsn(plain, addresses, "read-only").endswith(
+        "?target_session_attrs=read-only&connect_timeout=5")
+
+
+def test_with_tls_every_remote_connection_is_tls_and_verifies_the_primary():
+    spec, addresses, config, _ = rendered("rocky8-default")
+    pg = config["postgresql"]
+    assert (pg["parameters"]["ssl"], pg["parameters"]["ssl_cert_file"],
+            pg["parameters"]["ssl_key_file"]) == ("on", "/etc/patroni/tls/server.crt",
+                                                  "/etc/patroni/tls/server.key")
+    for role in ("replication", "rewind"):
+        assert pg["authentication"][role]["sslmode"] == "verify-full"
+        assert pg["authentication"][role]["sslrootcert"] == "/etc/patroni/tls/ca.crt"
+    hba = pg["pg_hba"]
+    # Plain text only on loopback; everything from outside the node is hostssl, and
+    # plain text from anywhere else is refused by an explicit line.
+    assert [line for line in hba if line.startswith("host ")] == [
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host replication replicator 127.0.0.1/32 scram-sha-256"]
+    assert hba[-1] == "hostnossl all all 0.0.0.0/0 reject"
+    for ip in addresses.values():
+        assert f"hostssl replication replicator {ip}/32 scram-sha-256" in hba
+    assert "hostssl all all 192.168.130.0/24 scram-sha-256" in hba
+    assert config["restapi"]["certfile"] == "/etc/patroni/tls/server.crt"
+    assert config["restapi"]["keyfile"] == "/etc/patroni/tls/server.key"
+    assert config["ctl"] == {"insecure": False, "cacert": "/etc/patroni/tls/ca.crt"}
+    # Off (debugging only): no TLS anywhere.
+    _, _, plain, text = rendered("debian12-tls-off")
+    assert "ssl" not in plain["postgresql"]["parameters"] and "ctl" not in plain
+    assert "certfile" not in plain["restapi"] and "hostssl" not in text
+    assert "sslmode" not in plain["postgresql"]["authentication"]["replication"]
+
+
+def test_tls_turns_the_nodes_own_checks_to_https_with_the_ca():
+    start = SCRIPTS["rocky8-default/start"]
+    assert "--cacert /etc/patroni/tls/ca.crt \"https://127.0.0.1:8008/liveness\"" in start
+    assert '"http://127.0.0.1:8008/liveness"' in SCRIPTS["debian12-tls-off/start"]
+    gate = SCRIPTS["rocky8-default/health-gate"]
+    assert 'CA_FILE = "/etc/patroni/tls/ca.crt"' in gate and 'f"https://{address}' in gate
+    assert 'f"http://{address}' in SCRIPTS["debian12-tls-off/health-gate"]
 
 
 @pytest.mark.parametrize("sync", [True, False])
