@@ -132,10 +132,10 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
                         for n, ip in outputs["nodeIps"].items()},
                     steps={}, health_probe="", outputs=outputs)
         cluster = VmCluster(plan, lab, Ssh(lab.netns, tmp_path / "ssh"), timings, tmp_path)
-        cluster.sql(outputs["dsnReadWrite"], "CREATE TABLE e2e (v text)")
-        cluster.sql(outputs["dsnReadWrite"], "INSERT INTO e2e VALUES ('real')")
+        cluster.sql(cluster.dsn("dsnReadWrite"), "CREATE TABLE e2e (v text)")
+        cluster.sql(cluster.dsn("dsnReadWrite"), "INSERT INTO e2e VALUES ('real')")
         cluster.wait_for("the row through dsnReadOnly", lambda: cluster.sql(
-            outputs["dsnReadOnly"], "SELECT v FROM e2e") == [("real",)], 60)
+            cluster.dsn("dsnReadOnly"), "SELECT v FROM e2e") == [("real",)], 60)
 
         # As a user would: `pulumi config set --path pgha:postgresParameters.work_mem 6MB`.
         in_lab(stack.set_config, "pgha:postgresParameters.work_mem", auto.ConfigValue("6MB"),
@@ -158,7 +158,7 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         assert libvirt_ids(in_lab(stack.export_stack)) == vms_before
         assert replaced and all(urn.endswith("::" + f"e2e{lab.run_id}-health-gate")
                                 for urn in replaced), replaced
-        assert cluster.sql(outputs["dsnReadWrite"], "SHOW work_mem") == [("6MB",)]
+        assert cluster.sql(cluster.dsn("dsnReadWrite"), "SHOW work_mem") == [("6MB",)]
 
         leader = outputs["leaderAtCreation"]
         t_off = lab.power_off(cluster.domain(leader))

@@ -539,6 +539,15 @@ class Cluster:
         self.state_file = STATE_DIR / f"{self.prefix}.json"
         self.created_at = time.time()
         self.formed_at: float | None = None
+        # With TLS on (the default), what the program's certificates step would issue: a
+        # CA and a server certificate per node for tls.server_names.
+        self.ca = self.ca_file = None
+        if self.spec.tls is not None:
+            from tests.certs import TestCa  # noqa: PLC0415 (test-side only)
+            self.ca = TestCa("pgha realcluster CA")
+            self.ca_file = self.workdir / "ca.crt"
+            self.ca_file.write_text(self.ca.cert)
+            os.chmod(self.ca_file, 0o644)
         for node in self.spec.nodes:
             self.nodes[node.name] = self._prepare_node(node)
 
@@ -556,7 +565,9 @@ class Cluster:
             bin_dir=str(self.runtime.pg_bin), pgpass=str(d / "pgpass"),
             socket_dir=str(d / "run"), watchdog_script="/nonexistent",
             # Patroni is started directly here; a killed process leaves its journal whole.
-            journal_check="/nonexistent")
+            journal_check="/nonexistent", tls_dir=str(d / "tls"))
+        if self.ca is not None:
+            self._write_tls_files(node.name, node.address, Path(paths.tls_dir))
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
                                             backup=self.backup_settings(),
                                             bootstrap=self.bootstrap_settings(node.name))
@@ -569,6 +580,20 @@ class Cluster:
         os.chmod(cfg, 0o600)
         os.chown(cfg, self.pw.pw_uid, self.pw.pw_gid)
         return Node(node.name, node.address, self.net.ns(node.name), d, paths, cfg_text)
+
+    def _write_tls_files(self, name: str, address: str, tls_dir: Path) -> None:
+        from components.tls import server_names, tls_files  # noqa: PLC0415
+        dns_names, ips = server_names(name, address)
+        issued = self.ca.issue(name, dns_names=dns_names, ip_addresses=ips)
+        files = tls_files(str(tls_dir))
+        tls_dir.mkdir(mode=0o750, exist_ok=True)
+        os.chown(tls_dir, self.pw.pw_uid, self.pw.pw_gid)
+        for path, text, mode in ((files.ca, self.ca.cert, 0o644),
+                                 (files.cert, issued.cert, 0o644),
+                                 (files.key, issued.key, 0o600)):
+            Path(path).write_text(text)
+            os.chmod(path, mode)
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
 
     def _write_state(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -706,9 +731,19 @@ class Cluster:
             self._node_exec[via] = netns_executor(self.nodes[via].ns, workers=2)
         return self._node_exec[via]
 
-    @staticmethod
-    def _http(url: str, timeout: float, method: str = "GET") -> tuple[int, Any]:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    @property
+    def rest_scheme(self) -> str:
+        return "https" if self.ca is not None else "http"
+
+    def _http(self, url: str, timeout: float, method: str = "GET") -> tuple[int, Any]:
+        """A REST call; over HTTPS it verifies the node against the cluster's CA, as
+        patronictl and the health gate do."""
+        handlers: list = [urllib.request.ProxyHandler({})]
+        if self.ca_file is not None:
+            import ssl  # noqa: PLC0415
+            handlers.append(urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=str(self.ca_file))))
+        opener = urllib.request.build_opener(*handlers)
         req = urllib.request.Request(url, method=method)
         try:
             with opener.open(req, timeout=timeout) as resp:
@@ -725,16 +760,16 @@ class Cluster:
 
     def rest(self, name: str, path: str, timeout: float = 2.0, via: str = "client"
              ) -> tuple[int, Any]:
-        """GET http://<node>:8008<path>, from the client namespace (or from inside the
+        """GET http(s)://<node>:8008<path>, from the client namespace (or from inside the
         node's own namespace via 127.0.0.1 when via == name)."""
         host = "127.0.0.1" if via == name else self.nodes[name].ip
-        url = f"http://{host}:{RESTAPI_PORT}{path}"
+        url = f"{self.rest_scheme}://{host}:{RESTAPI_PORT}{path}"
         return self._executor_for(via).submit(self._http, url, timeout).result(timeout + 5)
 
     def statuses(self, timeout: float = 2.0) -> dict[str, dict | None]:
         """GET /patroni of every node in parallel (None: unreachable)."""
         futures = {n: self._executor_for("client").submit(
-            self._http, f"http://{node.ip}:8008/patroni", timeout)
+            self._http, f"{self.rest_scheme}://{node.ip}:{RESTAPI_PORT}/patroni", timeout)
             for n, node in self.nodes.items()}
         out = {}
         for n, fut in futures.items():
@@ -854,7 +889,8 @@ class Cluster:
     # ---- clients ------------------------------------------------------------------
     def writer_dsn(self) -> str:
         _, rendering = _product()
-        return rendering.libpq_dsn(self.spec, self.addresses, "read-write") + "&" + CLIENT_TCP
+        return rendering.libpq_dsn(self.spec, self.addresses, "read-write",
+                                   ca_file=str(self.ca_file or "")) + "&" + CLIENT_TCP
 
     def next_write_id(self) -> int:
         return int(self.sql(self.leaders()[0],

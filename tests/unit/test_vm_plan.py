@@ -41,3 +41,28 @@ def test_a_parameter_change_reruns_only_configure_and_the_gate_with_the_same_sec
     assert sorted(after.steps_changed_since(before)) == sorted(
         [f"vmtest-srv{i}-provision-configure" for i in (1, 2, 3)] + ["vmtest-health-gate"])
     assert after.outputs["passwords"] == before.outputs["passwords"]
+
+
+def test_the_nodes_certificates_are_real_and_name_their_reserved_address(tmp_path):
+    """What the VM tier installs is what PostgreSQL and Patroni will load: a key and a
+    certificate that match, signed by the CA the stack exports, for the node's address."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.unit.test_rendering import installed_files
+    _, plan = vm_plan(tmp_path)
+    ca = x509.load_pem_x509_certificate(plan.outputs["caCertificate"].encode())
+    for name, ip in plan.addresses.items():
+        files = installed_files(plan.steps[f"vmtest-{name}-provision-configure"].script)
+        cert = x509.load_pem_x509_certificate(
+            files["/etc/patroni/tls/server.crt"][1].encode())
+        cert.verify_directly_issued_by(ca)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ipaddress.ip_address(ip) in sans.get_values_for_type(x509.IPAddress)
+        assert name in sans.get_values_for_type(x509.DNSName)
+        key = serialization.load_pem_private_key(
+            files["/etc/patroni/tls/server.key"][1].encode(), None)
+        assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+        assert files["/etc/patroni/tls/ca.crt"][1] == plan.outputs["caCertificate"]

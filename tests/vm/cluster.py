@@ -3,6 +3,7 @@ health judged by the program's own probe, waits with deadlines, and timings."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -15,6 +16,7 @@ import psycopg
 
 from components import health
 from components.config import RESTAPI_PORT, build_spec
+from components.tls import ca_file_name
 from tests import netns, workload
 from tests.conftest import REPO
 from tests.vm.lab import Lab
@@ -47,6 +49,14 @@ class VmCluster:
         self.addresses = plan.addresses
         self.names = list(self.addresses)
         self.pool = netns.executor(lab.netns, workers=6)
+        # With TLS on, the lab saves the stack's caCertificate output as a user would,
+        # and every REST and SQL client verifies the nodes against it.
+        self.ca_file: Path | None = None
+        self.tls_context: ssl.SSLContext | None = None
+        if "caCertificate" in plan.outputs:
+            self.ca_file = workdir / ca_file_name(self.spec)
+            self.ca_file.write_text(plan.outputs["caCertificate"])
+            self.tls_context = ssl.create_default_context(cafile=str(self.ca_file))
 
     # ---- plumbing ----------------------------------------------------------------------
     def in_ns(self, fn: Callable, *args, timeout: float = 60) -> Any:
@@ -77,8 +87,10 @@ class VmCluster:
     # ---- Patroni and PostgreSQL --------------------------------------------------------
     def rest(self, name: str, path: str, timeout: float = 3) -> Any:
         def get():
-            url = f"http://{self.addresses[name]}:{RESTAPI_PORT}{path}"
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            scheme = "https" if self.tls_context else "http"
+            url = f"{scheme}://{self.addresses[name]}:{RESTAPI_PORT}{path}"
+            with urllib.request.urlopen(url, timeout=timeout,
+                                        context=self.tls_context) as response:
                 return json.load(response)
         return self.in_ns(get, timeout=timeout + 5)
 
@@ -175,19 +187,28 @@ class VmCluster:
                 return cur.fetchall() if cur.description else []
         return self.in_ns(run)
 
+    def dsn(self, output: str) -> str:
+        """The stack's DSN output `output` as a client uses it: its sslrootcert is where
+        the lab saved caCertificate."""
+        dsn = self.plan.outputs[output]
+        if self.ca_file is not None:
+            dsn = dsn.replace(f"sslrootcert={self.ca_file.name}", f"sslrootcert={self.ca_file}")
+        return dsn
+
     def node_dsn(self, name: str) -> str:
+        tls = (f" sslmode=verify-full sslrootcert={self.ca_file}" if self.ca_file else "")
         return (f"host={self.addresses[name]} port=5432 dbname=postgres user=postgres "
-                f"connect_timeout=5")
+                f"connect_timeout=5{tls}")
 
     # ---- the writer (workload) and its verdict ------------------------------------------
     def start_writer(self, tag: str) -> "Writer":
-        self.sql(self.plan.outputs["dsnReadWrite"],
+        self.sql(self.dsn("dsnReadWrite"),
                  f"CREATE TABLE IF NOT EXISTS {workload.WRITES_TABLE} "
                  f"(id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
-        first = self.sql(self.plan.outputs["dsnReadWrite"],
+        first = self.sql(self.dsn("dsnReadWrite"),
                          f"SELECT coalesce(max(id), 0) + 1 FROM {workload.WRITES_TABLE}")[0][0]
         out = self.workdir / f"writer-{tag}.jsonl"
-        dsn = self.plan.outputs["dsnReadWrite"] + "&" + workload.CLIENT_TCP
+        dsn = self.dsn("dsnReadWrite") + "&" + workload.CLIENT_TCP
         popen = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.netns, str(REPO / ".venv/bin/python"),
              str(workload.SCRIPT), "writer", "--dsn", dsn, "--out", str(out),

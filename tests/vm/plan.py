@@ -197,6 +197,8 @@ def plan_for(settings: dict, mocks: VmMocks) -> Plan:
         "nodeIps": cluster.node_ips, "dsnReadWrite": cluster.dsn_read_write,
         "dsnReadOnly": cluster.dsn_read_only, "passwords": cluster.passwords,
         "knownHosts": cluster.known_hosts}.items()}
+    if cluster.ca_certificate is not None:
+        outputs["caCertificate"] = program.resolve(cluster.ca_certificate)
     node_of = {name: name for name in outputs["nodeIps"]}
     if cluster.repository_ip is not None:
         node_of[REPOSITORY_NAME] = REPOSITORY_NAME

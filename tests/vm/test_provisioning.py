@@ -54,12 +54,14 @@ def test_a_row_written_through_the_read_write_dsn_is_read_through_the_read_only_
         vm_cluster):
     c = vm_cluster
     c.wait_healthy()
-    out = c.plan.outputs
-    c.sql(out["dsnReadWrite"], "CREATE TABLE IF NOT EXISTS vm_probe (v text)")
-    c.sql(out["dsnReadWrite"], "INSERT INTO vm_probe VALUES ('through the rw dsn')")
-    assert c.sql(out["dsnReadOnly"], "SELECT pg_is_in_recovery()") == [(True,)]
+    # TLS: the stack's DSN verifies the server against the saved caCertificate.
+    assert c.sql(c.dsn("dsnReadWrite"), "SELECT ssl FROM pg_stat_ssl "
+                                        "WHERE pid = pg_backend_pid()") == [(True,)]
+    c.sql(c.dsn("dsnReadWrite"), "CREATE TABLE IF NOT EXISTS vm_probe (v text)")
+    c.sql(c.dsn("dsnReadWrite"), "INSERT INTO vm_probe VALUES ('through the rw dsn')")
+    assert c.sql(c.dsn("dsnReadOnly"), "SELECT pg_is_in_recovery()") == [(True,)]
     c.wait_for("the row on a replica", lambda: ("through the rw dsn",) in c.sql(
-        out["dsnReadOnly"], "SELECT v FROM vm_probe"), timeout=30)
+        c.dsn("dsnReadOnly"), "SELECT v FROM vm_probe"), timeout=30)
 
 
 def test_running_every_step_again_changes_nothing(vm_cluster):
@@ -75,7 +77,7 @@ def test_running_every_step_again_changes_nothing(vm_cluster):
 def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_cluster):
     c = vm_cluster
     c.wait_healthy()
-    current = c.sql(c.plan.outputs["dsnReadWrite"], "SHOW work_mem")[0][0]
+    current = c.sql(c.dsn("dsnReadWrite"), "SHOW work_mem")[0][0]
     wanted = "6MB" if current != "6MB" else "7MB"
     before = c.plan
     after = plan_for({**before.settings, "postgresParameters": {"work_mem": wanted}},
