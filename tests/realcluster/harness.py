@@ -541,12 +541,12 @@ class Cluster:
         self.formed_at: float | None = None
         # With TLS on (the default), what the program's certificates step would issue: a
         # CA and a server certificate per node for tls.server_names.
-        self.ca = self.ca_file = None
+        self.tls_ca = self.ca_file = None
         if self.spec.tls is not None:
             from tests.certs import TestCa  # noqa: PLC0415 (test-side only)
-            self.ca = TestCa("pgha realcluster CA")
+            self.tls_ca = TestCa("pgha realcluster CA")
             self.ca_file = self.workdir / "ca.crt"
-            self.ca_file.write_text(self.ca.cert)
+            self.ca_file.write_text(self.tls_ca.cert)
             os.chmod(self.ca_file, 0o644)
         for node in self.spec.nodes:
             self.nodes[node.name] = self._prepare_node(node)
@@ -566,7 +566,7 @@ class Cluster:
             socket_dir=str(d / "run"), watchdog_script="/nonexistent",
             # Patroni is started directly here; a killed process leaves its journal whole.
             journal_check="/nonexistent", tls_dir=str(d / "tls"))
-        if self.ca is not None:
+        if self.tls_ca is not None:
             self._write_tls_files(node.name, node.address, Path(paths.tls_dir))
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
                                             backup=self.backup_settings(),
@@ -584,11 +584,11 @@ class Cluster:
     def _write_tls_files(self, name: str, address: str, tls_dir: Path) -> None:
         from components.tls import server_names, tls_files  # noqa: PLC0415
         dns_names, ips = server_names(name, address)
-        issued = self.ca.issue(name, dns_names=dns_names, ip_addresses=ips)
+        issued = self.tls_ca.issue(name, dns_names=dns_names, ip_addresses=ips)
         files = tls_files(str(tls_dir))
         tls_dir.mkdir(mode=0o750, exist_ok=True)
         os.chown(tls_dir, self.pw.pw_uid, self.pw.pw_gid)
-        for path, text, mode in ((files.ca, self.ca.cert, 0o644),
+        for path, text, mode in ((files.ca, self.tls_ca.cert, 0o644),
                                  (files.cert, issued.cert, 0o644),
                                  (files.key, issued.key, 0o600)):
             Path(path).write_text(text)
@@ -733,7 +733,7 @@ class Cluster:
 
     @property
     def rest_scheme(self) -> str:
-        return "https" if self.ca is not None else "http"
+        return "https" if self.tls_ca is not None else "http"
 
     def _http(self, url: str, timeout: float, method: str = "GET") -> tuple[int, Any]:
         """A REST call; over HTTPS it verifies the node against the cluster's CA, as

@@ -45,7 +45,8 @@ def test_clients_and_replicas_verify_the_server_and_plain_text_is_refused(make_c
                          "ON s.pid = r.pid WHERE s.ssl") == "2"
     replica = next(n for n in c.nodes if n != leader)
     conninfo = c.sql(replica, "SHOW primary_conninfo")
-    assert "sslmode=verify-full" in conninfo and str(c.ca_file) in conninfo
+    own_ca = f"sslrootcert={c.nodes[replica].paths.tls_dir}/ca.crt"
+    assert "sslmode=verify-full" in conninfo and own_ca in conninfo, conninfo
 
     dsn = rendering.libpq_dsn(c.spec, c.addresses, "read-write", ca_file=str(c.ca_file))
     assert "sslmode=verify-full" in dsn
@@ -69,6 +70,11 @@ def test_clients_and_replicas_verify_the_server_and_plain_text_is_refused(make_c
     assert "CERTIFICATE_VERIFY_FAILED" in refused, refused
     plain_rest = rest_from_client(c, url.replace("https://", "http://"), None)
     assert plain_rest != "200", plain_rest
-    # patronictl reads ctl.cacert and verifies every member it asks.
-    listed = c.patronictl(leader, "list")
-    assert listed.returncode == 0 and listed.stdout.count("streaming") == 2, listed
+    # patronictl reads ctl.cacert and verifies every member it asks (the DCS shows a
+    # replica as streaming up to one loop after it started to).
+    def listed_streaming() -> bool:
+        listed = c.patronictl(leader, "list")
+        assert listed.returncode == 0, listed
+        return listed.stdout.count("streaming") == 2
+    c.wait_for("patronictl list with both replicas streaming", listed_streaming,
+               timeout=3 * c.spec.loop_wait)

@@ -83,9 +83,34 @@ def test_every_problem_is_reported_at_once_with_key_value_and_allowed():
     ({"patroniVersion": "latest"}, "a Patroni 3.x or 4.x release"),
     ({"networkMode": "bridge"}, "allowed: nat, none"),
     ({"bogusKey": 1}, "pgha:bogusKey = 1: unknown setting"),
+    ({"tlsCertificateDays": 1}, "pgha:tlsCertificateDays = 1: must be 2 to 3650"),
+    ({"tlsCertificateDays": 5000}, "must be 2 to 3650"),
+    ({"tlsRenewalDays": 365}, "pgha:tlsRenewalDays = 365: must be at least 1 and less "
+                              "than tlsCertificateDays (365)"),
+    ({"tlsRenewalDays": 0}, "pgha:tlsRenewalDays = 0"),
+    ({"tlsCaCertificate": "my-ca"}, "pgha:tlsCaCertificate = 'my-ca...': one PEM certificate"),
+    ({"tlsCaCertificate": "-----BEGIN CERTIFICATE-----\na\n-----END CERTIFICATE-----\n"
+                          "-----BEGIN CERTIFICATE-----\nb\n-----END CERTIFICATE-----"},
+     "one PEM certificate"),
+    ({"postgresParameters": '{"ssl": "off"}'}, "pgha:postgresParameters = 'ssl': managed"),
+    # Checked with TLS off too: turning it back on cannot surface an old typo.
+    ({"tls": False, "tlsRenewalDays": 400}, "pgha:tlsRenewalDays = 400"),
 ])
 def test_invalid_settings_are_rejected(raw, expected):
     assert any(expected in p for p in problems_for(**raw)), problems_for(**raw)
+
+
+def test_tls_is_on_by_default_and_its_settings_become_hours():
+    tls = build_spec({}).tls
+    assert (tls.certificate_hours, tls.renewal_hours, tls.generates_ca) == (
+        365 * 24, 30 * 24, True)
+    custom = build_spec({"tlsCertificateDays": 2, "tlsRenewalDays": 1,
+                         "tlsCaCertificate": "-----BEGIN CERTIFICATE-----\nx\n"
+                                             "-----END CERTIFICATE-----"}).tls
+    assert (custom.certificate_hours, custom.renewal_hours) == (48, 24)
+    assert custom.ca_certificate.endswith("-----END CERTIFICATE-----\n")
+    assert not custom.generates_ca
+    assert build_spec({"tls": "false"}).tls is None
 
 
 def test_valid_edge_values_are_accepted(tmp_path):

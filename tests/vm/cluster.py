@@ -138,6 +138,21 @@ class VmCluster:
         return self.sh(name, "sudo journalctl -b -u patroni -o short-precise --no-pager "
                              f"| grep -E -i '{pattern}' | tail -n 80").stdout
 
+    def served_serials(self, name: str) -> tuple[int, int]:
+        """The serial numbers of the certificates `name` serves now: PostgreSQL's (after
+        its SSLRequest, as libpq asks) and the REST API's, seen from the lab."""
+        from cryptography import x509  # noqa: PLC0415 - the TLS tests only
+        ip = self.addresses[name]
+        shown = subprocess.run(
+            ["ip", "netns", "exec", self.lab.netns, "openssl", "s_client", "-starttls",
+             "postgres", "-connect", f"{ip}:5432", "-CAfile", str(self.ca_file),
+             "-verify_return_error"], input="", text=True, capture_output=True, timeout=30)
+        pem = shown.stdout[shown.stdout.index("-----BEGIN CERTIFICATE-----"):
+                           shown.stdout.index("-----END CERTIFICATE-----") + 25]
+        rest = self.in_ns(ssl.get_server_certificate, (ip, RESTAPI_PORT))
+        return (x509.load_pem_x509_certificate(pem.encode()).serial_number,
+                x509.load_pem_x509_certificate(rest.encode()).serial_number)
+
     def patroni_pids(self) -> dict[str, str]:
         """Patroni's main PID on every node: unchanged means Patroni was not restarted."""
         return {n: self.sh(n, "systemctl show -p MainPID --value patroni").stdout.strip()

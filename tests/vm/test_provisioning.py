@@ -95,3 +95,33 @@ def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_clus
         c.wait_for(f"work_mem={wanted} on {name}", lambda n=name: c.sql(
             c.node_dsn(n), "SHOW work_mem") == [(wanted,)], timeout=60)
     assert c.patroni_pids() == pids
+
+
+def test_a_renewed_certificate_is_served_without_restarting_postgresql_or_patroni(vm_cluster):
+    """What an `up` in the renewal window does: pulumi-tls replaces one node's certificate
+    (same key), only that node's configure step and the gate re-run, and the node serves
+    the new certificate on PostgreSQL and the REST API without a restart."""
+    from cryptography import x509
+
+    from tests.unit.test_rendering import installed_files
+    c = vm_cluster
+    c.wait_healthy()
+    name = c.names[0]
+    started = c.sql(c.node_dsn(name), "SELECT pg_postmaster_start_time()")
+    pids = c.patroni_pids()
+    before = c.plan
+    c.mocks.kept.pop(f"{c.spec.cluster_name}-{name}-server-cert")  # the renewal
+    after = plan_for(before.settings, c.mocks)
+    configure = f"{c.spec.cluster_name}-{name}-provision-configure"
+    assert sorted(after.steps_changed_since(before)) == sorted(
+        [configure] + [n for n in after.steps if n.endswith("-health-gate")])
+    renewed = x509.load_pem_x509_certificate(installed_files(
+        after.steps[configure].script)["/etc/patroni/tls/server.crt"][1].encode())
+    assert c.served_serials(name) != (renewed.serial_number,) * 2
+    c.plan = after
+    results = c.run_steps(after.steps_changed_since(before))
+    assert "reloaded postgresql's certificate" in results[configure].changes
+    assert c.served_serials(name) == (renewed.serial_number,) * 2
+    assert c.sql(c.node_dsn(name), "SELECT pg_postmaster_start_time()") == started
+    assert c.patroni_pids() == pids
+    c.wait_healthy()
