@@ -121,7 +121,9 @@ def test_a_renewed_certificate_is_served_without_restarting_postgresql_or_patron
     c.plan = after
     results = c.run_steps(after.steps_changed_since(before))
     assert "reloaded postgresql's certificate" in results[configure].changes
-    assert c.served_serials(name) == (renewed.serial_number,) * 2
+    # Both reloads are signals: the new certificate is served moments later.
+    c.wait_for(f"{name} to serve its renewed certificate", lambda: c.served_serials(
+        name) == (renewed.serial_number,) * 2, timeout=60, interval=2)
     assert c.sql(c.node_dsn(name), "SELECT pg_postmaster_start_time()") == started
     assert c.patroni_pids() == pids
     c.wait_healthy()
