@@ -517,8 +517,7 @@ def parse_restore_target(text: str) -> RestoreTarget | None:
     return None
 
 
-# Long enough for a cluster to run between two `up`s; libpq and browsers cap trust in
-# longer-lived server certificates anyway.
+# Ten years: a bound that catches hours typed as days, not a recommendation.
 MAX_CERTIFICATE_DAYS = 3650
 
 
