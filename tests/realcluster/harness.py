@@ -541,13 +541,16 @@ class Cluster:
         self.formed_at: float | None = None
         # With TLS on (the default), what the program's certificates step would issue: a
         # CA and a server certificate per node for tls.server_names.
-        self.tls_ca = self.ca_file = None
+        self.tls_ca = self.ca_file = self.tls_context = None
         if self.spec.tls is not None:
+            import ssl  # noqa: PLC0415
             from tests.certs import TestCa  # noqa: PLC0415 (test-side only)
             self.tls_ca = TestCa("pgha realcluster CA")
             self.ca_file = self.workdir / "ca.crt"
             self.ca_file.write_text(self.tls_ca.cert)
             os.chmod(self.ca_file, 0o644)
+            # Built once: REST calls are polled several times a second.
+            self.tls_context = ssl.create_default_context(cafile=str(self.ca_file))
         for node in self.spec.nodes:
             self.nodes[node.name] = self._prepare_node(node)
 
@@ -735,14 +738,13 @@ class Cluster:
     def rest_scheme(self) -> str:
         return "https" if self.tls_ca is not None else "http"
 
-    def _http(self, url: str, timeout: float, method: str = "GET") -> tuple[int, Any]:
-        """A REST call; over HTTPS it verifies the node against the cluster's CA, as
-        patronictl and the health gate do."""
+    def _http(self, url: str, timeout: float, method: str = "GET",
+              context: Any = None) -> tuple[int, Any]:
+        """A REST call; over HTTPS it verifies the node against `context` (default: the
+        cluster's CA, as patronictl and the health gate do). (0, error) when it fails."""
         handlers: list = [urllib.request.ProxyHandler({})]
-        if self.ca_file is not None:
-            import ssl  # noqa: PLC0415
-            handlers.append(urllib.request.HTTPSHandler(
-                context=ssl.create_default_context(cafile=str(self.ca_file))))
+        if context or self.tls_context:
+            handlers.append(urllib.request.HTTPSHandler(context=context or self.tls_context))
         opener = urllib.request.build_opener(*handlers)
         req = urllib.request.Request(url, method=method)
         try:

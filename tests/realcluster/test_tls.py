@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-import urllib.request
 
 from components import rendering
 from tests.certs import TestCa
@@ -24,16 +23,11 @@ def client_psql(c: h.Cluster, dsn: str, query: str) -> subprocess.CompletedProce
                  check=False, timeout=30, cwd="/")
 
 
-def rest_from_client(c: h.Cluster, url: str, context: ssl.SSLContext | None) -> str:
-    def get() -> str:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                             urllib.request.HTTPSHandler(context=context))
-        try:
-            with opener.open(url, timeout=5) as response:
-                return f"{response.status}"
-        except Exception as error:  # noqa: BLE001 - the error is the verdict
-            return f"{type(error).__name__}: {error}"
-    return c._executor_for("client").submit(get).result(timeout=15)
+def rest_from_client(c: h.Cluster, url: str, context: ssl.SSLContext | None = None
+                     ) -> tuple[int, object]:
+    """GET `url` from the client namespace, verified against `context` (default: the
+    cluster's CA)."""
+    return c._executor_for("client").submit(c._http, url, 5, "GET", context).result(15)
 
 
 def test_clients_and_replicas_verify_the_server_and_plain_text_is_refused(make_cluster,
@@ -65,11 +59,11 @@ def test_clients_and_replicas_verify_the_server_and_plain_text_is_refused(make_c
 
     # REST: HTTPS verified against the CA; refused against another; no plain HTTP.
     url = f"https://{c.addresses[leader]}:{h.RESTAPI_PORT}/patroni"
-    assert rest_from_client(c, url, ssl.create_default_context(cafile=str(c.ca_file))) == "200"
+    assert rest_from_client(c, url)[0] == 200
     refused = rest_from_client(c, url, ssl.create_default_context(cafile=str(other_ca)))
-    assert "CERTIFICATE_VERIFY_FAILED" in refused, refused
-    plain_rest = rest_from_client(c, url.replace("https://", "http://"), None)
-    assert plain_rest != "200", plain_rest
+    assert refused[0] == 0 and "CERTIFICATE_VERIFY_FAILED" in refused[1], refused
+    plain_rest = rest_from_client(c, url.replace("https://", "http://"))
+    assert plain_rest[0] != 200, plain_rest
     # patronictl reads ctl.cacert and verifies every member it asks (the DCS shows a
     # replica as streaming up to one loop after it started to).
     def listed_streaming() -> bool:

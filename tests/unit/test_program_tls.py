@@ -1,14 +1,12 @@
 """The Pulumi program's TLS under mocks: the cluster's CA (generated or the user's), one
 server certificate per node named for its real address, the files each node gets, the
 outputs clients use, and nothing in plain text with TLS on."""
-import base64
-import re
-
 import pulumi
 import pytest
 import yaml
 
 from tests.unit.test_program import run_program
+from tests.unit.test_rendering import installed_files
 
 SELF_SIGNED = "tls:index/selfSignedCert:SelfSignedCert"
 REQUEST = "tls:index/certRequest:CertRequest"
@@ -18,12 +16,6 @@ USER_CA = "-----BEGIN CERTIFICATE-----\nusers-ca\n-----END CERTIFICATE-----"
 
 def resolve(output):
     return pulumi.runtime.sync_await._sync_await(output.future())
-
-
-def installed(script: str) -> dict[str, tuple[str, str]]:
-    return {dest: (mode, base64.b64decode("".join(body.split())).decode())
-            for dest, mode, body in re.findall(
-                r"install_file (\S+) (\S+) \S+ <<'B64'; then\n(.*?)\nB64", script, re.S)}
 
 
 def test_each_node_gets_a_certificate_for_its_real_address_signed_by_the_cluster_ca():
@@ -44,7 +36,7 @@ def test_each_node_gets_a_certificate_for_its_real_address_signed_by_the_cluster
         assert cert["caPrivateKeyPem"] == "PRIVATE KEY of pg-raft-tls-ca-key"
         assert cert["allowedUses"] == ["digital_signature", "key_encipherment", "server_auth"]
         assert (cert["validityPeriodHours"], cert["earlyRenewalHours"]) == (365 * 24, 30 * 24)
-        files = installed(prog.named(f"pg-raft-srv{i}-provision-configure").inputs["stdin"])
+        files = installed_files(prog.named(f"pg-raft-srv{i}-provision-configure").inputs["stdin"])
         assert files["/etc/patroni/tls/ca.crt"] == ("0644", "PEM of pg-raft-tls-ca")
         assert files["/etc/patroni/tls/server.crt"] == ("0644", f"PEM of pg-raft-srv{i}-server-cert")
         assert files["/etc/patroni/tls/server.key"] == (
