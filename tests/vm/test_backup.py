@@ -26,7 +26,7 @@ def test_up_took_the_first_backup_and_the_leader_archives_wal(vm_cluster):
 def test_restore_target_recovers_the_cluster_to_a_point_in_time(vm_cluster):
     c = vm_cluster
     leader = c.wait_healthy()
-    rw = c.dsn("dsnReadWrite")  # its sslrootcert is the saved caCertificate
+    rw = c.plan.outputs["dsnReadWrite"]
     c.sql(rw, "CREATE TABLE IF NOT EXISTS pitr_probe (id int PRIMARY KEY, phase text)")
     c.sql(rw, "INSERT INTO pitr_probe SELECT g, 'before' FROM generate_series(1, 100) g")
     timeline = c.sql(c.node_dsn(leader), "SELECT timeline_id FROM pg_control_checkpoint()")
