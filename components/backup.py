@@ -23,6 +23,11 @@ from components.rendering import (USERS, _env, node_paths,  # one Jinja environm
                                   restore_marker)
 
 TLS_PORT = 8432
+# How soon a pgBackRest session whose peer vanished ends, in seconds: an idle one after
+# idle + interval * count (TCP keepalives), any one after protocol_timeout. Every config
+# carries the same values (_pgbackrest-session.conf.j2): a client's no-ops to its remote
+# follow its own protocol-timeout, and must come more often than the remote's.
+SESSION_LIMITS = {"idle": 20, "interval": 5, "count": 4, "protocol_timeout": 240}
 # How far a restore replays WAL: pgBackRest's --type for each kind of target.
 RECOVERY_TARGET_TYPES = {"latest": "default", "time": "time", "name": "name", "lsn": "lsn"}
 RESTORE_METHOD = "pgbackrest_restore"
@@ -164,7 +169,7 @@ def render_node_conf(backup: BackupSpec, node: str, data_dir: str, socket_dir: s
     return _env.get_template("pgbackrest-node.conf.j2").render(
         backup=backup, paths=paths, node=node, data_dir=data_dir, socket_dir=socket_dir,
         port=TLS_PORT, superuser=USERS["superuser"],
-        repo_client=repo_client_name(backup.stanza))
+        repo_client=repo_client_name(backup.stanza), session=SESSION_LIMITS)
 
 
 def render_repo_conf(backup: BackupSpec, members: Mapping[str, str],
@@ -184,7 +189,7 @@ def render_repo_conf(backup: BackupSpec, members: Mapping[str, str],
         backup=backup, paths=paths, members=dict(members), data_dirs=per_node(data_dir),
         socket_dirs=per_node(socket_dir), port=TLS_PORT, cipher_pass=cipher_pass,
         node_clients=[node_client_name(backup.stanza, n) for n in members],
-        clone_client=clone_client_name(backup.stanza))
+        clone_client=clone_client_name(backup.stanza), session=SESSION_LIMITS)
 
 
 def render_server_unit(paths: BackupPaths | None = None, user: str = "postgres") -> str:

@@ -99,7 +99,8 @@ def render_conf(source: CloneSource, data_dir: str, paths: ClonePaths | None = N
     archive-get only (no spool, no archive-push settings, no server)."""
     paths, bpaths = paths or ClonePaths(), bpaths or backup.BackupPaths()
     return _env.get_template("pgbackrest-clone.conf.j2").render(
-        source=source, paths=paths, bpaths=bpaths, data_dir=data_dir)
+        source=source, paths=paths, bpaths=bpaths, data_dir=data_dir,
+        session=backup.SESSION_LIMITS)
 
 
 def bootstrap(source: CloneSource, target: RestoreTarget, paths: ClonePaths | None = None,

@@ -244,6 +244,22 @@ class BackupCluster(h.Cluster):
         return sorted(p.name[:-len(".ready")] for p in status.glob("*.ready")
                       if len(p.name) == 24 + len(".ready"))
 
+    def repository_lock_held(self, kind: str = "archive") -> bool:
+        """Whether a process on the repository host holds the stanza's `kind` lock (read
+        from /proc/locks, so that looking never takes the lock itself)."""
+        path = self.repo_dir / "lock" / f"{self.backup_spec.stanza}-{kind}.lock"
+        try:
+            inode = path.stat().st_ino
+        except FileNotFoundError:
+            return False  # pgBackRest removes the file when it releases the lock
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+            if len(fields) > 5 and fields[1] == "FLOCK" and \
+                    fields[5].rsplit(":", 1)[-1] == str(inode):
+                return True
+        return False
+
     def archive_get(self, name: str, via: str) -> bytes:
         """Fetch one file from the WAL archive as node `via`'s restore_command would."""
         dest = self.nodes[via].dir / "pgbackrest" / "spool" / f"fetched-{name}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from components import backup
 from components.config import RestoreTarget
 from tests import workload
 from tests.realcluster import harness as h
@@ -142,6 +143,11 @@ def test_an_unreachable_repository_queues_wal_and_the_archive_catches_up_without
     failures = int(c.sql(leader, "SELECT failed_count FROM pg_stat_archiver"))
     writer = c.start_writer(first_id=c.next_write_id())
     try:
+        # The worst moment to lose the repository: while an archive-push session holds the
+        # stanza's archive lock there. The session's server side must let go of it once
+        # its client is gone, or no node can archive until pgBackRest's protocol-timeout.
+        c.wait_for("an archive-push holding the repository's archive lock",
+                   lambda: archive_push_in_flight(c, leader), 120, 0)
         c.net.cut("repo")
         t_cut = time.time()
         c.sql(leader, "CREATE TABLE filler (v text)")
@@ -160,6 +166,13 @@ def test_an_unreachable_repository_queues_wal_and_the_archive_catches_up_without
         acks_during = [r for r in writer.records() if r.get("ok") and r["t"] > t_cut + 5]
         assert len(acks_during) > 20, len(acks_during)
         assert c.health()[0] == leader
+        # Within pgBackRest's protocol-timeout as the product sets it (the keepalives end
+        # the session sooner where its server side has nothing unacknowledged).
+        limit = backup.SESSION_LIMITS["protocol_timeout"] + 30
+        c.wait_for("the repository's archive lock released", lambda: not
+                   c.repository_lock_held(), limit - (time.time() - t_cut), 0.5)
+        print(f"the repository's archive lock was released {time.time() - t_cut:.1f} s "
+              f"after the cut")
         c.net.restore("repo")
         t_back = time.time()
         c.wait_for("the archive queue drained", lambda: not c.archive_queue(leader), 240, 1)
@@ -172,6 +185,18 @@ def test_an_unreachable_repository_queues_wal_and_the_archive_catches_up_without
     for n in range(segment_number(first), segment_number(newest) + 1):
         assert len(c.archive_get(segment_name(1, n), via=leader)) == 16 * 2**20, n
     assert workload.acknowledged_ids(records) <= c.committed_ids(leader)
+
+
+def archive_push_in_flight(c: BackupCluster, leader: str, within: float = 2) -> bool:
+    """Switch the leader's WAL and watch for `within` s for the archive-push it starts to
+    take the repository's archive lock."""
+    c.sql(leader, "SELECT pg_switch_wal()")
+    deadline = time.time() + within
+    while time.time() < deadline:
+        if c.repository_lock_held():
+            return True
+        time.sleep(0.002)
+    return False
 
 
 def test_a_clone_is_created_from_another_stacks_repository_and_never_writes_to_it(

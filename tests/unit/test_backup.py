@@ -80,12 +80,36 @@ def test_an_unencrypted_repository_has_no_cipher_and_an_encrypted_one_needs_a_pa
         repo_conf(passphrase="")
 
 
+def clone_conf():
+    source = clone.CloneSource(stack="organization/pgha/prod", stanza="prod",
+                               host="192.168.131.9", port=backup.TLS_PORT,
+                               postgres_version=15, ca_cert="CA", cert="CERT", key="KEY")
+    return clone.render_conf(source, DATA_DIR)
+
+
+def test_every_pgbackrest_session_whose_peer_vanished_ends_within_minutes():
+    """A session's server side otherwise waits for a vanished client up to pgBackRest's
+    default protocol-timeout (30 min), holding the archive lock of an archive-push."""
+    limits = set()
+    for role, text in {"node": node_conf(), "repo": repo_conf(), "clone": clone_conf()}.items():
+        g = ini(text)["global"]
+        idle, interval, count, protocol = (
+            int(g[k]) for k in ("tcp-keep-alive-idle", "tcp-keep-alive-interval",
+                                "tcp-keep-alive-count", "protocol-timeout"))
+        assert idle + interval * count <= 60 and protocol <= 300, role
+        assert "sck-keep-alive" not in g and "db-timeout" not in g, role  # defaults
+        limits.add((idle, interval, count, protocol))
+    # The same on every side: a client's no-ops keep its remote's session alive only if
+    # it sends them at least as often as the remote expects.
+    assert len(limits) == 1
+
+
 @pytest.mark.parametrize("level", [None, 6])
 def test_pgbackrest_itself_accepts_every_option_and_value_we_render(tmp_path, level):
     if shutil.which("pgbackrest") is None:
         skip_or_fail("pgbackrest is not installed (apt-get install pgbackrest)")
     spec = backup_spec(compress_level=level)
-    configs = {"node": node_conf(spec), "repo": repo_conf(spec)}
+    configs = {"node": node_conf(spec), "repo": repo_conf(spec), "clone": clone_conf()}
     for role, text in configs.items():
         path = tmp_path / f"{role}.conf"
         path.write_text(text)
