@@ -13,14 +13,16 @@ import pulumi_random as random
 import pulumi_tls as tls
 from pulumi_command import local
 
-from components import backup, clone, health, rendering
+from components import backup, clone, health, membership, rendering
 from components.certificates import ClusterCa
 from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
-                                    remote_step)
+                                    remote_step, ssh_connection)
 from components.repository import BackupRepository, BackupRepositoryArgs
 from components.vm import LibvirtNode, LibvirtNodeArgs
 
+# Dials of a delete-time step (15 s each) before it fails.
+DELETE_DIAL_LIMIT = 20
 PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
              "restapi_password", "raft_password")
 
@@ -152,6 +154,9 @@ class PatroniCluster(pulumi.ComponentResource):
                      else [p.clone_ready for p in provisioners])
             started = self._restore(spec, provisioners, ready)
             gate_triggers.append(spec.restore_request)
+        # The gate waits for every node, the ones that joined by scaling out included.
+        started = started + self._membership(spec, vms, provisioners, started,
+                                             ssh_private_key, host_keys)
         first = provisioners[0]
         gate = remote_step(
             f"{name}-health-gate", first.connection,
@@ -177,6 +182,45 @@ class PatroniCluster(pulumi.ComponentResource):
             "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,
             "restUrls": self.rest_urls, "knownHosts": self.known_hosts,
             "caCertificate": self.ca_certificate})
+
+    @staticmethod
+    def _membership(spec: ClusterSpec, vms: Mapping[str, LibvirtNode],
+                    provisioners: list[NodeProvisioner], started: list[pulumi.Resource],
+                    ssh_private_key: pulumi.Input[str],
+                    host_keys: Mapping[str, tls.PrivateKey]) -> list[pulumi.Resource]:
+        """The join, leave and forget steps of the nodes after the first three
+        (components/membership.py for the order); `started` is each node's last start
+        step. Returns the joins."""
+        def deleting(node_name: str):
+            # A delete-time step gives up on a node that does not answer (about 5 min)
+            # instead of dialling for ever, so that the error reaches the user.
+            return ssh_connection(spec, vms[node_name], ssh_private_key,
+                                  host_keys[node_name].public_key_openssh,
+                                  dial_error_limit=DELETE_DIAL_LIMIT)
+        first = spec.nodes[0].name
+        core = [vms[n] for n in membership.core_names(spec)]
+        joins: list[pulumi.Resource] = []
+        previous_leave: list[pulumi.Resource] = []
+        for p, node, start in zip(provisioners, spec.nodes, started):
+            if not membership.is_elastic(node):
+                continue
+            vm = vms[node.name]
+            joins.append(remote_step(
+                f"{p.step_prefix}-raft-join", p.connection,
+                membership.render_join_script(spec, node), parent=p,
+                after=[start, *joins[-1:]], triggers=[vm.domain.id],
+                create=membership.CREATE_SHELL))
+            forget = remote_step(
+                f"{p.step_prefix}-raft-forget", deleting(first),
+                vm.ip.apply(lambda ip, n=node: membership.render_forget_script(spec, n, ip)),
+                parent=p, after=[vm, *core, *previous_leave],
+                create=membership.CREATE_SHELL, delete=membership.DELETE_SHELL)
+            previous_leave = [remote_step(
+                f"{p.step_prefix}-raft-leave", deleting(node.name),
+                membership.render_leave_script(spec, node), parent=p,
+                after=[forget, joins[-1]],
+                create=membership.CREATE_SHELL, delete=membership.DELETE_SHELL)]
+        return joins
 
     @staticmethod
     def _restore(spec: ClusterSpec, provisioners: list[NodeProvisioner],

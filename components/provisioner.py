@@ -19,20 +19,24 @@ STEP_TIMEOUTS = pulumi.CustomTimeouts(create="40m", update="40m")
 
 
 def ssh_connection(spec: ClusterSpec, vm: LibvirtNode, ssh_private_key: pulumi.Input[str],
-                   host_public_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+                   host_public_key: pulumi.Input[str],
+                   dial_error_limit: int = -1) -> remote.ConnectionArgs:
     # dial_error_limit=-1: keep dialling while the VM boots; the pinned host key means no
     # connection ever trusts whatever answers on that address.
     return remote.ConnectionArgs(host=vm.ip, user=spec.ssh_user, private_key=ssh_private_key,
-                                 host_key=host_public_key, dial_error_limit=-1,
+                                 host_key=host_public_key, dial_error_limit=dial_error_limit,
                                  per_dial_timeout=15)
 
 
 def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Input[str],
                 parent: pulumi.Resource, after: Sequence[pulumi.Resource],
-                triggers: Optional[list] = None, holds_secrets: bool = False) -> remote.Command:
-    """A script run as root on a node; changing the script re-runs it (as an update)."""
+                triggers: Optional[list] = None, holds_secrets: bool = False,
+                create: str = REMOTE_SHELL, delete: Optional[str] = None) -> remote.Command:
+    """A script run as root on a node; changing the script re-runs it (as an update).
+    With `delete`, the same script runs again, so invoked, when the step is deleted."""
     return remote.Command(
-        name, connection=connection, create=REMOTE_SHELL, stdin=script, triggers=triggers,
+        name, connection=connection, create=create, delete=delete, stdin=script,
+        triggers=triggers,
         # Scripts never read their previous output; sending it as environment variables
         # only earns a warning from every sshd that does not AcceptEnv them.
         add_previous_output_in_env=False,

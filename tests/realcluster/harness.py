@@ -441,13 +441,22 @@ class TestNetwork:
                   "forward_delay", "0"])
         run(br + ["link", "set", "br0", "up"])
         for name, ip in self.members.items():
-            ns = self.ns(name)
-            self._add_ns(ns)
-            run(br + ["link", "add", f"v-{name}", "type", "veth", "peer", "name", "eth0",
-                      "netns", ns])
-            run(br + ["link", "set", f"v-{name}", "master", "br0", "up"])
-            run(["ip", "-n", ns, "addr", "add", f"{ip}/{PREFIX_LEN}", "dev", "eth0"])
-            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            self._attach(name, ip)
+
+    def _attach(self, name: str, ip: str) -> None:
+        ns = self.ns(name)
+        self._add_ns(ns)
+        br = ["ip", "-n", self.bridge_ns]
+        run(br + ["link", "add", f"v-{name}", "type", "veth", "peer", "name", "eth0",
+                  "netns", ns])
+        run(br + ["link", "set", f"v-{name}", "master", "br0", "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{ip}/{PREFIX_LEN}", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+    def add_member(self, name: str, ip: str) -> None:
+        """A new host on the running network (a VM added by scaling out)."""
+        self.members[name] = ip
+        self._attach(name, ip)
 
     def cut(self, name: str) -> None:
         """Pull the cable: the node's eth0 stays up but loses carrier."""
@@ -907,10 +916,13 @@ class Cluster:
                             env={"PGPASSWORD": self.secrets.superuser_password})
         return ClientProcess(popen, out)
 
-    def start_probes(self, tag: str = "") -> dict[str, "ClientProcess"]:
-        """One sampler per node, inside the node's namespace (reachable while cut)."""
+    def start_probes(self, tag: str = "", names: Iterable[str] | None = None
+                     ) -> dict[str, "ClientProcess"]:
+        """One sampler per node (default: every node), inside the node's namespace
+        (reachable while cut)."""
         probes = {}
-        for name, node in self.nodes.items():
+        for name in names or list(self.nodes):
+            node = self.nodes[name]
             out = self.workdir / f"probe{tag}-{name}.jsonl"
             dsn = ("host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=2 "
                    "options='-c statement_timeout=2000'")

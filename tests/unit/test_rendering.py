@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import firewall, rendering
+from components import firewall, membership, rendering
 from components.config import build_spec
 from tests.conftest import skip_or_fail
 
@@ -225,6 +225,13 @@ def all_scripts():
         yield f"{name}/firewall", firewall.render_configure_script(
             spec, node.name, firewall.node_ruleset(node.name, addresses, spec.admin_cidrs,
                                                    spec.hba_cidrs))
+        for elastic in (n for n in spec.nodes if membership.is_elastic(n)):
+            yield f"{name}/{elastic.name}-raft-join", membership.render_join_script(
+                spec, elastic)
+            yield f"{name}/{elastic.name}-raft-leave", membership.render_leave_script(
+                spec, elastic)
+            yield f"{name}/{elastic.name}-raft-forget", membership.render_forget_script(
+                spec, elastic, addresses[elastic.name])
 
 
 SCRIPTS = dict(all_scripts())
@@ -245,7 +252,7 @@ def test_scripts_are_strict_and_never_trace_or_print_secrets(script_id):
     assert script.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in script and "set -x" not in script and "-euxo" not in script
     # The whole script is parsed before it runs, so commands cannot eat the rest of stdin.
-    assert script.rstrip().endswith("main </dev/null")
+    assert script.rstrip().endswith(("main </dev/null", 'main "$@" </dev/null'))
     for secret in ("repl-pw", "rewind-pw", "rest-pw", "raft-pw", "su-pw", "node-key-pw"):
         assert secret not in script  # secrets travel base64-encoded inside heredocs only
 
@@ -371,3 +378,31 @@ def test_raft_files_are_flushed_every_second_by_a_unit_the_configure_step_enable
     configure = SCRIPTS["rocky8-default/configure"]
     assert "/etc/systemd/system/pgha-raft-flush.service" in configure
     assert "systemctl enable pgha-raft-flush.service" in configure
+
+
+def test_membership_steps_act_only_on_their_own_verb_and_read_secrets_from_the_node():
+    """Join acts when created; leave and forget only when deleted (the node leaves the
+    stack). The tool reads the Raft and REST passwords from patroni.yml, so no secret is
+    in a script, on a command line or in the tool's output."""
+    spec, addresses = spec_and_addresses("rocky8-five-proxy-ca")
+    srv5 = spec.nodes[4]
+    join = membership.render_join_script(spec, srv5)
+    leave = membership.render_leave_script(spec, srv5)
+    forget = membership.render_forget_script(spec, srv5, addresses["srv5"])
+
+    def branch(script, verb):
+        return script.split(f"    {verb})\n", 1)[1].split(";;", 1)[0]
+    assert "run_membership join" in branch(join, "create")
+    assert "run_membership" not in branch(join, "delete")
+    assert "run_membership" not in branch(leave, "create")
+    assert "run_membership handover --candidates srv1,srv2,srv3" in branch(leave, "delete")
+    assert "systemctl disable --now patroni.service" in branch(leave, "delete")
+    assert "systemctl" not in branch(forget, "delete")
+    assert (f"run_membership forget --address {addresses['srv5']}:5010 --name srv5"
+            in branch(forget, "delete"))
+    tool = membership.tool_text()
+    compile(tool, "raft-membership.py", "exec")
+    assert tool in join and tool in leave and tool in forget
+    assert 'config["raft"]' in tool and 'rest.get("authentication")' in tool
+    assert "print(" not in tool.split("def join", 1)[0]  # the class prints nothing
+    assert not any(membership.is_elastic(n) for n in spec.nodes[:membership.MIN_NODES])

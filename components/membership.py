@@ -1,0 +1,71 @@
+"""Scaling with nodeCount: how a node joins the Raft membership and how it leaves it.
+
+The first MIN_NODES nodes never leave (nodeCount is at least 3). Every node after them
+("elastic": srv4, srv5, ...) may leave when nodeCount shrinks; the highest-numbered go
+first. For each elastic node the program declares three steps:
+
+- join (on the node, when created): its address in the Raft membership, proven from the
+  leader's own view. pysyncobj admits one membership change at a time and Patroni asks
+  once, so joins run one node after another.
+- leave (on the node, when deleted): if it leads, a switchover to a streaming node among
+  the first MIN_NODES; then Patroni stopped.
+- forget (on the first node, when deleted): the departed address removed from Raft
+  through a remaining member, and its Patroni member gone.
+
+Pulumi deletes a resource before the resources it depends on, so the dependencies
+leave -> forget -> the node's VM (and the first nodes' VMs), and forget(n) -> leave(n-1),
+order a shrink as: leave(highest), forget(highest), leave(next), ... and only then the
+VMs. One node at a time, so the remaining members always keep a Raft majority.
+"""
+from __future__ import annotations
+
+from components.config import RAFT_PORT, ClusterSpec, NodeSpec
+from components.rendering import TEMPLATES_DIR, _render, node_paths
+
+# The nodes that never leave: nodeCount's lower bound.
+MIN_NODES = 3
+# Scripts read `create` or `delete` as their first argument.
+CREATE_SHELL = "sudo bash -s create"
+DELETE_SHELL = "sudo bash -s delete"
+
+
+def is_elastic(node: NodeSpec) -> bool:
+    return node.index >= MIN_NODES
+
+
+def core_names(spec: ClusterSpec) -> list[str]:
+    return [node.name for node in spec.nodes[:MIN_NODES]]
+
+
+def raft_address(ip: str) -> str:
+    return f"{ip}:{RAFT_PORT}"
+
+
+def tool_text() -> str:
+    """The membership tool (join, handover, forget) that every step embeds."""
+    return (TEMPLATES_DIR / "raft-membership.py").read_text()
+
+
+def _script(spec: ClusterSpec, purpose: str, on_create: list[str] | None = None,
+            on_delete: list[str] | None = None, stop_patroni: bool = False) -> str:
+    return _render("raft-membership.sh.j2", purpose=purpose, paths=node_paths(spec),
+                   tool_py=tool_text().rstrip("\n"), on_create=on_create,
+                   on_delete=on_delete, stop_patroni=stop_patroni)
+
+
+def render_join_script(spec: ClusterSpec, node: NodeSpec) -> str:
+    return _script(spec, f"{node.name} in the Raft membership (scaling out).",
+                   on_create=["join"])
+
+
+def render_leave_script(spec: ClusterSpec, node: NodeSpec) -> str:
+    return _script(spec, f"when {node.name} leaves the stack: hand its leadership to one "
+                         f"of {', '.join(core_names(spec))}, then stop Patroni.",
+                   on_delete=["handover", "--candidates", ",".join(core_names(spec))],
+                   stop_patroni=True)
+
+
+def render_forget_script(spec: ClusterSpec, node: NodeSpec, ip: str) -> str:
+    return _script(spec, f"when {node.name} leaves the stack: remove {raft_address(ip)} "
+                         f"from Raft through this member.",
+                   on_delete=["forget", "--address", raft_address(ip), "--name", node.name])

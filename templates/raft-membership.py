@@ -1,0 +1,196 @@
+"""Change one node's membership of the cluster: join Raft, hand leadership over, or be
+forgotten by Raft. Run with Patroni's own Python (pysyncobj, PyYAML) as root or postgres:
+
+    python raft-membership.py --config /etc/patroni/patroni.yml join
+    python raft-membership.py --config /etc/patroni/patroni.yml handover --candidates a,b,c
+    python raft-membership.py --config /etc/patroni/patroni.yml forget --address IP:PORT --name N
+
+Every secret (the Raft password, the REST API's password) is read from patroni.yml,
+a file only root and postgres can read: none is on a command line or in the output.
+
+Why a tool and not syncobj_admin: pysyncobj changes membership one node at a time and
+denies a change while another is uncommitted; Patroni asks to add a new node once, in a
+thread, and never retries, so two nodes joining at once can leave one outside for good.
+This tool retries a denied change until it is committed and then proves the result from
+the Raft leader's own view. Lines starting with "changed: " name what it changed."""
+import argparse
+import base64
+import json
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+from pysyncobj.utility import TcpUtility, UtilityException
+
+
+# pysyncobj's status lists each other member as partner_node_status_server_<address>.
+PARTNER = "partner_node_status_server_"
+
+
+class Node:
+    """What this node's patroni.yml says about it and its cluster."""
+
+    def __init__(self, path):
+        with open(path) as f:
+            config = yaml.safe_load(f)
+        raft, rest = config["raft"], config["restapi"]
+        self.name = config["name"]
+        self.self_addr = raft["self_addr"]
+        self.partners = list(raft.get("partner_addrs") or [])
+        self.raft = TcpUtility(raft.get("password"), timeout=5)
+        self.rest_url = ("https" if rest.get("certfile") else "http") + "://" \
+            + rest["connect_address"]
+        self.context = None
+        if rest.get("certfile"):
+            self.context = ssl.create_default_context(cafile=config["ctl"]["cacert"])
+        auth = rest.get("authentication") or {}
+        token = base64.b64encode(f"{auth.get('username', '')}:{auth.get('password', '')}"
+                                 .encode()).decode()
+        self.auth = {"Authorization": f"Basic {token}"} if auth else {}
+
+    # ---- Raft ----------------------------------------------------------------------
+    def status(self, address):
+        try:
+            result = self.raft.executeCommand(address, ["status"])
+        except (UtilityException, OSError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def leader_view(self):
+        """(leader address, members) as the Raft leader itself reports them, or None."""
+        for address in [self.self_addr, *self.partners]:
+            status = self.status(address)
+            leader = status and status.get("leader")
+            if leader is None:
+                continue
+            view = self.status(str(leader))
+            if view and view.get("state") == 2:  # pysyncobj's _RAFT_STATE.LEADER
+                members = {str(view["self"])} | {
+                    key[len(PARTNER):] for key in view if key.startswith(PARTNER)}
+                return str(view["self"]), members
+        return None
+
+    def change(self, verb, address, wanted, timeout):
+        """Send `verb` (add or remove) for `address` to the leader until the leader's
+        membership satisfies `wanted(members)`."""
+        deadline = time.monotonic() + timeout
+        last = "no Raft leader answered"
+        while time.monotonic() < deadline:
+            view = self.leader_view()
+            if view is not None:
+                leader, members = view
+                if wanted(members):
+                    return sorted(members)
+                try:
+                    last = self.raft.executeCommand(leader, [verb, address])
+                except UtilityException as error:
+                    last = str(error)
+            time.sleep(1)
+        raise SystemExit(f"{verb} {address}: not done after {timeout} s (last answer: {last})")
+
+    # ---- Patroni's REST API ----------------------------------------------------------
+    def rest(self, path, body=None, timeout=5):
+        request = urllib.request.Request(
+            self.rest_url + path, method="POST" if body is not None else "GET",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json", **self.auth})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.context) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def cluster(self):
+        status, text = self.rest("/cluster")
+        if status != 200:
+            raise SystemExit(f"GET /cluster on {self.name}: HTTP {status}: {text}")
+        return json.loads(text)["members"]
+
+
+def wait(what, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise SystemExit(f"{what}: not within {timeout} s")
+
+
+def join(node, timeout):
+    view = node.leader_view()
+    if view is not None and node.self_addr in view[1]:
+        print(f"{node.self_addr} is a Raft member ({len(view[1])} members)")
+        return
+    members = node.change("add", node.self_addr, lambda m: node.self_addr in m, timeout)
+    print(f"changed: joined raft ({len(members)} members: {', '.join(members)})")
+
+
+def handover(node, candidates, timeout):
+    """If this node leads, switch over to a streaming candidate (the synchronous standby
+    first, then the least lag) and wait until another member leads."""
+    members = node.cluster()
+    leader = next((m["name"] for m in members if m.get("role") == "leader"), None)
+    if leader != node.name:
+        print(f"{node.name} is not the leader ({leader} is)")
+        return
+    streaming = [m for m in members if m["name"] in candidates and m.get("state") == "streaming"]
+    if not streaming:
+        raise SystemExit(f"{node.name} leads and none of {', '.join(candidates)} is a "
+                         f"streaming replica to hand over to: {json.dumps(members)}")
+    best = min(streaming, key=lambda m: (m.get("role") != "sync_standby",
+                                         m.get("lag") if isinstance(m.get("lag"), int) else 1 << 62))
+    status, text = node.rest("/switchover", {"leader": node.name,
+                                             "candidate": best["name"]}, timeout=60)
+    if status == 412:
+        # Synchronous mode admits only the synchronous standby; let Patroni choose. A
+        # departing one is handed over again when its own turn comes.
+        status, text = node.rest("/switchover", {"leader": node.name}, timeout=60)
+    if status != 200:
+        raise SystemExit(f"switchover from {node.name}: HTTP {status}: {text}")
+
+    def someone_else_leads():
+        return any(m.get("role") == "leader" and m["name"] != node.name
+                   and m.get("state") == "running" for m in node.cluster())
+    wait(f"a leader other than {node.name}", someone_else_leads, timeout)
+    print(f"changed: switched over from {node.name} ({text.strip()})")
+
+
+def forget(node, address, name, timeout):
+    view = node.leader_view()
+    if view is not None and address not in view[1]:
+        print(f"{address} is not a Raft member")
+    else:
+        members = node.change("remove", address, lambda m: address not in m, timeout)
+        print(f"changed: removed {address} from raft ({len(members)} members: "
+              f"{', '.join(members)})")
+    # Patroni's member key of the departed node expires after ttl.
+    wait(f"{name} gone from Patroni's member list",
+         lambda: name not in {m["name"] for m in node.cluster()}, timeout)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--timeout", type=float, default=300)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("join")
+    hand = commands.add_parser("handover")
+    hand.add_argument("--candidates", required=True)
+    gone = commands.add_parser("forget")
+    gone.add_argument("--address", required=True)
+    gone.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    node = Node(args.config)
+    if args.command == "join":
+        join(node, args.timeout)
+    elif args.command == "handover":
+        handover(node, args.candidates.split(","), args.timeout)
+    else:
+        forget(node, args.address, args.name, args.timeout)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

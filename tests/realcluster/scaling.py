@@ -1,0 +1,146 @@
+"""Scaling the real cluster with nodeCount, as `pulumi up` does it (components/membership.py):
+
+- out: new nodes on the network, every node's patroni.yml rendered from the new stack's
+  addresses and Patroni reloaded (the configure steps), the new nodes started, then each
+  new node's join step (the program's membership tool) one after another;
+- in: the remaining nodes' patroni.yml rewritten and reloaded, then per departing node,
+  highest-numbered first, its leave step (the tool's handover, then Patroni stopped as
+  `systemctl stop` stops it: SIGTERM) and its forget step on the first node (the tool's
+  forget).
+
+The tool is the program's own file; only the patroni.yml it reads has local paths.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Any
+
+from components import membership
+from components.config import build_spec
+from tests.realcluster import harness as h
+
+
+class ScalingCluster(h.Cluster):
+    def __init__(self, runtime: h.Runtime, node_count: int = 3, profile: str = "fast",
+                 settings: dict[str, Any] | None = None, label: str = "scaling"):
+        super().__init__(runtime, node_count, profile, settings, label)
+        self.tool = self.workdir / "raft-membership.py"
+        self.tool.write_text(membership.tool_text())
+        self.departed: dict[str, h.Node] = {}
+        self.steps: list[tuple[str, str]] = []  # (step, what the tool printed)
+
+    # ---- what the program's steps do --------------------------------------------------
+    def membership_tool(self, name: str, *args: str, timeout: float = 300) -> str:
+        """The program's membership tool inside node `name`'s namespace, as root."""
+        node = self.nodes[name]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", node.ns, str(self.runtime.venv / "bin" / "python"),
+             str(self.tool), "--config", node.paths.config, *args],
+            capture_output=True, text=True, timeout=timeout + 60, cwd="/")
+        self.steps.append((f"{name}: {args[0]}", proc.stdout.strip()))
+        if proc.returncode != 0:
+            raise h.HarnessError(f"membership tool {args} on {name} failed "
+                                 f"({proc.returncode}): {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def patroni_process(self, name: str) -> int:
+        """Patroni's own PID (under `ip netns exec` and runuser)."""
+        config = self.nodes[name].paths.config
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            argv = h._proc_cmdline(pid).split()
+            if len(argv) >= 2 and argv[-1] == config and argv[-2].endswith("/bin/patroni") \
+                    and "runuser" not in argv[0]:
+                return pid
+        raise h.HarnessError(f"no Patroni process of {name}")
+
+    def _use_spec(self, node_count: int) -> None:
+        self.raw_settings = {**self.raw_settings, "nodeCount": node_count}
+        self.spec = build_spec(self.raw_settings)
+        self.addresses = {n.name: n.address for n in self.spec.nodes}
+
+    def _reconfigure(self, names: list[str]) -> None:
+        """The configure steps: patroni.yml from the stack's addresses, Patroni reloaded."""
+        for node in self.spec.nodes:
+            if node.name in names:
+                running = self.nodes[node.name].patroni_pid
+                self.nodes[node.name] = self._prepare_node(node)
+                self.nodes[node.name].patroni_pid = running
+                os.kill(self.patroni_process(node.name), signal.SIGHUP)
+
+    def grow(self, node_count: int) -> list[str]:
+        before = list(self.nodes)
+        self._use_spec(node_count)
+        new = [n for n in self.spec.nodes if n.name not in self.nodes]
+        for node in new:
+            self.net.add_member(node.name, node.address)
+            self.nodes[node.name] = self._prepare_node(node)
+        self._write_state()
+        self._reconfigure(before)
+        for node in new:
+            self.start_patroni(node.name)
+        for node in new:  # the join steps, one after another
+            self.membership_tool(node.name, "join")
+        self.event(f"grown to {node_count}: {[n.name for n in new]} joined")
+        return [n.name for n in new]
+
+    def shrink(self, node_count: int) -> list[str]:
+        self._use_spec(node_count)
+        departing = sorted((n for n in self.nodes if n not in self.addresses),
+                           key=lambda n: int(n.removeprefix(self.spec.name_prefix)),
+                           reverse=True)
+        self._reconfigure(list(self.addresses))
+        first = self.spec.nodes[0].name
+        for name in departing:
+            self.membership_tool(name, "handover", "--candidates",
+                                 ",".join(membership.core_names(self.spec)))
+            self.stop_patroni(name)
+            address = membership.raft_address(self.nodes[name].ip)
+            self.membership_tool(first, "forget", "--address", address, "--name", name)
+            self.departed[name] = self.nodes.pop(name)
+            self.event(f"{name} left")
+        return departing
+
+    def stop_patroni(self, name: str, timeout: float = 120) -> None:
+        """systemctl stop: SIGTERM to Patroni, which stops PostgreSQL and exits."""
+        pid = self.patroni_process(name)
+        os.kill(pid, signal.SIGTERM)
+        self.wait_for(f"Patroni on {name} to stop", lambda: not h._alive(pid)
+                      and self.postmaster_pid(name) is None, timeout, 0.5)
+        self.nodes[name].patroni_pid = None
+
+    # ---- what the test checks ---------------------------------------------------------
+    def raft_members(self, name: str) -> set[str]:
+        """The Raft membership as member `name` sees it: itself and its partners."""
+        status = self.raft_status(name)
+        prefix = "partner_node_status_server_"
+        return {status["self"]} | {k[len(prefix):] for k in status if k.startswith(prefix)}
+
+    def patroni_members(self, name: str) -> set[str]:
+        view = self.cluster_view(name) or {}
+        return {m["name"] for m in view.get("members", [])}
+
+    def stop(self) -> None:
+        # The departed nodes' namespaces and processes go with the cluster's.
+        self.nodes.update(self.departed)
+        self.departed = {}
+        super().stop()
+
+
+def wait_exact_membership(c: ScalingCluster, timeout: float = 120) -> None:
+    """Every member's Raft view lists exactly the stack's nodes, and so does Patroni."""
+    wanted_raft = {membership.raft_address(ip) for ip in c.addresses.values()}
+    wanted = set(c.addresses)
+
+    def exact():
+        return all(c.raft_members(n) == wanted_raft and c.patroni_members(n) == wanted
+                   for n in c.addresses)
+    try:
+        c.wait_for("exact Raft and Patroni membership", exact, timeout, 1)
+    except h.HarnessError as error:
+        seen = {n: (sorted(c.raft_members(n)), sorted(c.patroni_members(n)))
+                for n in c.addresses}
+        raise h.HarnessError(f"{error}: want {sorted(wanted_raft)} / {sorted(wanted)}, "
+                             f"seen {seen}") from None
+
