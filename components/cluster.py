@@ -199,6 +199,8 @@ class PatroniCluster(pulumi.ComponentResource):
                                   dial_error_limit=DELETE_DIAL_LIMIT)
         first = spec.nodes[0].name
         core = [vms[n] for n in membership.core_names(spec)]
+        # A node joins once every node's firewall admits it to the Raft port.
+        firewalls = [p.firewall for p in provisioners if p.firewall is not None]
         joins: list[pulumi.Resource] = []
         previous_leave: list[pulumi.Resource] = []
         for p, node, start in zip(provisioners, spec.nodes, started):
@@ -208,7 +210,7 @@ class PatroniCluster(pulumi.ComponentResource):
             joins.append(remote_step(
                 f"{p.step_prefix}-raft-join", p.connection,
                 membership.render_join_script(spec, node), parent=p,
-                after=[start, *joins[-1:]], triggers=[vm.domain.id],
+                after=[start, *joins[-1:], *firewalls], triggers=[vm.domain.id],
                 create=membership.CREATE_SHELL))
             forget = remote_step(
                 f"{p.step_prefix}-raft-forget", deleting(first),

@@ -41,6 +41,9 @@ def test_new_nodes_join_one_after_another_before_the_gate(three_five):
     assert join4.urn in join5.dependencies
     for i, join in ((4, join4), (5, join5)):
         assert five.named(f"pg-raft-srv{i}-provision-start").urn in join.dependencies
+        # ... once every node's firewall admits it to the Raft port.
+        assert {five.named(f"pg-raft-srv{n}-provision-firewall").urn
+                for n in range(1, 6)} <= join.dependencies
         assert join.inputs["create"] == membership.CREATE_SHELL
         assert "delete" not in join.inputs or not join.inputs["delete"]
         assert "run_membership join" in join.inputs["stdin"]
