@@ -20,7 +20,7 @@ VMs. One node at a time, so the remaining members always keep a Raft majority.
 from __future__ import annotations
 
 from components.config import RAFT_PORT, ClusterSpec, NodeSpec
-from components.rendering import TEMPLATES_DIR, _render, node_paths
+from components.rendering import TEMPLATES_DIR, _render, node_paths  # one Jinja environment
 
 # The nodes that never leave: nodeCount's lower bound.
 MIN_NODES = 3

@@ -131,7 +131,13 @@ def join(node, timeout):
 def handover(node, candidates, timeout):
     """If this node leads, switch over to a streaming candidate (the synchronous standby
     first, then the least lag) and wait until another member leads."""
-    members = node.cluster()
+    try:
+        members = node.cluster()
+    except urllib.error.URLError as error:
+        # Patroni is down here (stopped by an earlier, interrupted run of this step): a
+        # node whose Patroni does not run holds no leadership to hand over.
+        print(f"Patroni does not answer on {node.name} ({error.reason}): nothing to hand over")
+        return
     leader = next((m["name"] for m in members if m.get("role") == "leader"), None)
     if leader != node.name:
         print(f"{node.name} is not the leader ({leader} is)")
@@ -140,8 +146,10 @@ def handover(node, candidates, timeout):
     if not streaming:
         raise SystemExit(f"{node.name} leads and none of {', '.join(candidates)} is a "
                          f"streaming replica to hand over to: {json.dumps(members)}")
-    best = min(streaming, key=lambda m: (m.get("role") != "sync_standby",
-                                         m.get("lag") if isinstance(m.get("lag"), int) else 1 << 62))
+    def preference(member):
+        lag = member.get("lag")
+        return member.get("role") != "sync_standby", lag if isinstance(lag, int) else 1 << 62
+    best = min(streaming, key=preference)
     status, text = node.rest("/switchover", {"leader": node.name,
                                              "candidate": best["name"]}, timeout=60)
     if status == 412:
