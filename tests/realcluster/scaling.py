@@ -12,6 +12,7 @@ The tool is the program's own file; only the patroni.yml it reads has local path
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -121,6 +122,12 @@ class ScalingCluster(h.Cluster):
         view = self.cluster_view(name) or {}
         return {m["name"] for m in view.get("members", [])}
 
+    def patronictl_members(self, name: str) -> set[str]:
+        """`patronictl list` on node `name` (a Raft client of the members its
+        patroni.yml names)."""
+        listed = self.patronictl(name, "list", "-f", "json", check=True)
+        return {m["Member"] for m in json.loads(listed.stdout)}
+
     def stop(self) -> None:
         # The departed nodes' namespaces and processes go with the cluster's.
         self.nodes.update(self.departed)
@@ -143,4 +150,6 @@ def wait_exact_membership(c: ScalingCluster, timeout: float = 120) -> None:
                 for n in c.addresses}
         raise h.HarnessError(f"{error}: want {sorted(wanted_raft)} / {sorted(wanted)}, "
                              f"seen {seen}") from None
+    listed = {n: c.patronictl_members(n) for n in c.addresses}
+    assert all(members == wanted for members in listed.values()), listed
 
