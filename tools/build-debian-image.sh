@@ -142,6 +142,22 @@ cleanup() {
   exit "$rc"
 }
 
+# A build killed outright (SIGKILL, a dead session) runs no cleanup: its work directory
+# (hundreds of MB) and its loop device stay behind. Called with the lock held, when no
+# other build can be running; the mounts died with the build's private mount namespace.
+sweep_stale_builds() {
+  local dir dev
+  for dir in "$IMAGE_DIR"/.build.*/; do
+    [[ -d $dir ]] || continue
+    dir=${dir%/}
+    while read -r dev; do
+      [[ -n $dev ]] && losetup -d "$dev"
+    done < <(losetup --list --noheadings --output NAME --associated "$dir/disk.raw" 2>/dev/null)
+    rm -rf --one-file-system -- "$dir"
+    log "removed what an interrupted build left: $dir"
+  done
+}
+
 # Block device of partition 1 of $LOOP; creates the node if the kernel
 # knows the partition but no node showed up (no udev here).
 partition_device() {
@@ -390,6 +406,7 @@ main() {
 
   exec 9>"$IMAGE_DIR/.build.lock"
   flock 9
+  sweep_stale_builds
 
   if [[ ${PGHA_IMAGE_FORCE:-0} != 1 && -s $IMAGE && -r $STAMP && $(<"$STAMP") == "$want" ]]; then
     log "up to date: $IMAGE"
