@@ -113,8 +113,10 @@ def test_a_renewed_certificate_is_served_without_restarting_postgresql_or_patron
     c.mocks.kept.pop(f"{c.spec.cluster_name}-{name}-server-cert")  # the renewal
     after = plan_for(before.settings, c.mocks)
     configure = f"{c.spec.cluster_name}-{name}-provision-configure"
+    # The gate, and with backups on the repository's check, re-run after any config change.
     assert sorted(after.steps_changed_since(before)) == sorted(
-        [configure] + [n for n in after.steps if n.endswith("-health-gate")])
+        [configure] + [n for n in after.steps if n.endswith(("-health-gate",
+                                                             "-init-backups"))])
     renewed = x509.load_pem_x509_certificate(installed_files(
         after.steps[configure].script)["/etc/patroni/tls/server.crt"][1].encode())
     assert c.served_serials(name) != (renewed.serial_number,) * 2
