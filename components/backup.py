@@ -89,9 +89,14 @@ def repo_client_name(stanza: str) -> str:
     return f"{stanza}-repository"
 
 
-def node_client_name(stanza: str, node: str) -> str:
-    """The certificate name (CN) a database node presents to the repository host."""
-    return f"{stanza}-{node}"
+def node_client_name(stanza: str) -> str:
+    """The certificate name (CN) every database node presents to the repository host
+    (each node's certificate still names its own address). One name for all, not one per
+    node: while nodeCount shrinks, Pulumi rewrites the repository's configuration before
+    it runs the departing nodes' delete steps, and a departing node that still leads, or
+    still has WAL to archive when it hands over, must go on archiving until it stops. A
+    name per node would be refused from that moment, leaving a gap in the archive."""
+    return f"{stanza}-database"
 
 
 def clone_client_name(stanza: str) -> str:
@@ -188,7 +193,7 @@ def render_repo_conf(backup: BackupSpec, members: Mapping[str, str],
     return _env.get_template("pgbackrest-repo.conf.j2").render(
         backup=backup, paths=paths, members=dict(members), data_dirs=per_node(data_dir),
         socket_dirs=per_node(socket_dir), port=TLS_PORT, cipher_pass=cipher_pass,
-        node_clients=[node_client_name(backup.stanza, n) for n in members],
+        node_client=node_client_name(backup.stanza),
         clone_client=clone_client_name(backup.stanza), session=SESSION_LIMITS)
 
 

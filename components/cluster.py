@@ -118,7 +118,7 @@ class PatroniCluster(pulumi.ComponentResource):
             if repository is None:
                 return None
             identity = repository.identity(
-                node_name, backup.node_client_name(spec.cluster_name, node_name),
+                node_name, backup.node_client_name(spec.cluster_name),
                 vms[node_name].ip)
             return NodeBackupArgs(spec=repository.spec_output, ca_cert=identity.ca_cert,
                                   cert=identity.cert, key=identity.key,

@@ -8,7 +8,9 @@ first. For each elastic node the program declares three steps:
   leader's own view. pysyncobj admits one membership change at a time and Patroni asks
   once, so joins run one node after another.
 - leave (on the node, when deleted): if it leads, a switchover to a streaming node among
-  the first MIN_NODES; then Patroni stopped.
+  the first MIN_NODES; then Patroni stopped. (The health gate, which runs before any
+  delete, already hands a departing leader's leadership to a node that stays; the leave
+  step does it again for `pulumi destroy`, where no gate runs.)
 - forget (on the first node, when deleted): the departed address removed from Raft
   through a remaining member, and its Patroni member gone.
 
@@ -20,7 +22,8 @@ VMs. One node at a time, so the remaining members always keep a Raft majority.
 from __future__ import annotations
 
 from components.config import RAFT_PORT, ClusterSpec, NodeSpec
-from components.rendering import TEMPLATES_DIR, _render, node_paths  # one Jinja environment
+from components.rendering import (MEMBERSHIP_TOOL, _render,  # one Jinja environment
+                                  node_paths)
 
 # The nodes that never leave: nodeCount's lower bound.
 MIN_NODES = 3
@@ -43,7 +46,7 @@ def raft_address(ip: str) -> str:
 
 def tool_text() -> str:
     """The membership tool (join, handover, forget) that every step embeds."""
-    return (TEMPLATES_DIR / "raft-membership.py").read_text()
+    return MEMBERSHIP_TOOL.read_text()
 
 
 def _script(spec: ClusterSpec, purpose: str, on_create: list[str] | None = None,

@@ -21,6 +21,8 @@ from components.config import (POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT, ClusterSp
 from components.tls import TlsFiles, ca_file_name, tls_files
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# Joins, hands over and forgets members (components/membership.py, the health gate).
+MEMBERSHIP_TOOL = TEMPLATES_DIR / "raft-membership.py"
 
 USERS = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind_user",
          "restapi": "patroni"}
@@ -242,7 +244,9 @@ def render_health_gate_script(spec: ClusterSpec, addresses: Mapping[str, str]) -
     gate = _render("health-gate.py.j2", spec=spec, members=dict(addresses), paths=paths,
                    timeout=spec.health_timeout_seconds, tls=node_tls(spec, paths),
                    scheme=rest_scheme(spec))
-    return _render("health-gate.sh.j2", paths=paths, gate_py=gate.rstrip("\n"))
+    return _render("health-gate.sh.j2", paths=paths, gate_py=gate.rstrip("\n"),
+                   tool_py=MEMBERSHIP_TOOL.read_text().rstrip("\n"),
+                   candidates=",".join(addresses))
 
 
 def render_health_probe(spec: ClusterSpec, addresses: Mapping[str, str],

@@ -132,41 +132,51 @@ def join(node, timeout):
 
 
 def handover(node, candidates, timeout):
-    """If this node leads, switch over to a streaming candidate (the synchronous standby
-    first, then the least lag) and wait until another member leads."""
-    try:
-        members = node.cluster()
-    except urllib.error.URLError as error:
-        # Patroni is down here (stopped by an earlier, interrupted run of this step): a
-        # node whose Patroni does not run holds no leadership to hand over.
-        print(f"Patroni does not answer on {node.name} ({error.reason}): nothing to hand over")
-        return
-    leader = next((m["name"] for m in members if m.get("role") == "leader"), None)
-    if leader != node.name:
-        print(f"{node.name} is not the leader ({leader} is)")
-        return
-    streaming = [m for m in members if m["name"] in candidates and m.get("state") == "streaming"]
-    if not streaming:
-        raise SystemExit(f"{node.name} leads and none of {', '.join(candidates)} is a "
-                         f"streaming replica to hand over to: {json.dumps(members)}")
-    def preference(member):
-        lag = member.get("lag")
-        return member.get("role") != "sync_standby", lag if isinstance(lag, int) else 1 << 62
-    best = min(streaming, key=preference)
-    status, text = node.rest("/switchover", {"leader": node.name,
-                                             "candidate": best["name"]}, timeout=60)
-    if status == 412:
-        # Synchronous mode admits only the synchronous standby; let Patroni choose. A
-        # departing one is handed over again when its own turn comes.
-        status, text = node.rest("/switchover", {"leader": node.name}, timeout=60)
-    if status != 200:
-        raise SystemExit(f"switchover from {node.name}: HTTP {status}: {text}")
-
-    def someone_else_leads():
-        return any(m.get("role") == "leader" and m["name"] != node.name
-                   and m.get("state") == "running" for m in node.cluster())
-    wait(f"a leader other than {node.name}", someone_else_leads, timeout)
-    print(f"changed: switched over from {node.name} ({text.strip()})")
+    """While a node other than `candidates` leads (one that is leaving the stack), switch
+    over to a streaming candidate (the synchronous standby first, then the least lag),
+    until a candidate leads. Runs on any member: on a departing node before it stops, and
+    in the health gate, so that what follows the gate sees the final leader."""
+    deadline = time.monotonic() + timeout
+    switched = False
+    while True:
+        try:
+            members = node.cluster()
+        except urllib.error.URLError as error:
+            # Patroni is down here (on a departing node, stopped by an earlier,
+            # interrupted run of its leave step): nothing to ask, nothing to hand over.
+            print(f"Patroni does not answer on {node.name} ({error.reason}): "
+                  f"nothing to hand over")
+            return
+        leader = next((m["name"] for m in members if m.get("role") == "leader"), None)
+        if leader is None or leader in candidates:
+            if not switched:
+                print(f"{leader or 'no member'} leads: nothing to hand over")
+            return
+        streaming = [m for m in members
+                     if m["name"] in candidates and m.get("state") == "streaming"]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{leader} still leads after {timeout:.0f} s; streaming among "
+                             f"{', '.join(candidates)}: {[m['name'] for m in streaming]}; "
+                             f"members: {json.dumps(members)}")
+        if not streaming:
+            time.sleep(2)  # the nodes that stay may still be catching up
+            continue
+        best = min(streaming, key=lambda m: (m.get("role") != "sync_standby",
+                                             m["lag"] if isinstance(m.get("lag"), int)
+                                             else 1 << 62))
+        status, text = node.rest("/switchover",
+                                 {"leader": leader, "candidate": best["name"]}, timeout=60)
+        if status == 412:
+            # Synchronous mode admits only the synchronous standby: let Patroni choose. If
+            # it chooses another departing node, the next turn hands that one over.
+            status, text = node.rest("/switchover", {"leader": leader}, timeout=60)
+        if status != 200:
+            raise SystemExit(f"switchover from {leader}: HTTP {status}: {text}")
+        wait(f"a leader other than {leader}", lambda: any(
+            m.get("role") == "leader" and m["name"] != leader and m.get("state") == "running"
+            for m in node.cluster()), max(deadline - time.monotonic(), 60))
+        print(f"changed: switched over from {leader} ({text.strip()})")
+        switched = True
 
 
 def forget(node, address, name, timeout):

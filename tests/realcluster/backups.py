@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,20 +26,6 @@ from tests.pulumi_mocks import random_password
 from tests.realcluster import harness as h
 
 REPO_IP = "10.199.0.3"
-
-
-def make_certificates(hosts: dict[str, tuple[str, str]]) -> tuple[bytes, dict[str, tuple]]:
-    """A CA and, per host, (key PEM, cert PEM) with CN and the address as SAN. `hosts`
-    maps a host to (common name, address)."""
-    ca = TestCa()
-    out = {}
-    for host, (cn, address) in hosts.items():
-        # pgBackRest (2.45) matches the host it dials against DNS-type names only, so the
-        # address is there as both.
-        issued = ca.issue(cn, dns_names=[address], ip_addresses=[address],
-                          uses=("server_auth", "client_auth"))
-        out[host] = (issued.key.encode(), issued.cert.encode())
-    return ca.cert.encode(), out
 
 
 class BackupCluster(h.Cluster):
@@ -59,28 +46,46 @@ class BackupCluster(h.Cluster):
         self.net.members["repo"] = REPO_IP
         self.repo_dir = self.workdir / "repo"
         self.cipher_pass = random_password()
-        ca, certs = make_certificates(
-            {**{n: (backup.node_client_name(self.spec.cluster_name, n), ip)
-                for n, ip in self.addresses.items()},
-             "repo": (backup.repo_client_name(self.spec.cluster_name), REPO_IP),
-             # What the stack exports for clones (backupCloneSource): a client identity.
-             "clone": (backup.clone_client_name(self.spec.cluster_name), REPO_IP)})
-        self.ca, self.clone_identity = ca, certs["clone"]
+        self.backup_ca = TestCa()
+        self.ca = self.backup_ca.cert.encode()
+        stanza = self.spec.cluster_name
+        # What the stack exports for clones (backupCloneSource): a client identity.
+        self.clone_identity = self._identity(backup.clone_client_name(stanza), REPO_IP)
         self.configs: dict[str, Path] = {}
-        for node in self.spec.nodes:
-            n = self.nodes[node.name]
-            paths = self._host_paths(n.dir / "pgbackrest", ca, certs[node.name])
-            text = backup.render_node_conf(self.backup_spec, node.name, n.paths.data_dir,
-                                           n.paths.socket_dir, paths)
-            self.configs[node.name] = self._write(Path(paths.config), text)
-            self.patroni_env[node.name] = {"PGBACKREST_CONFIG": paths.config}
-        paths = self._host_paths(self.repo_dir, ca, certs["repo"])
+        self.servers: dict[str, int] = {}  # host -> its `pgbackrest server`'s pid
+        for name in self.nodes:
+            self.add_backup_node(name)
+        self.repo_paths = self._host_paths(
+            self.repo_dir, self._identity(backup.repo_client_name(stanza), REPO_IP))
+        self.write_repository_conf()
+
+    def _identity(self, common_name: str, address: str) -> tuple[bytes, bytes]:
+        """(key PEM, cert PEM) with the address as SAN; pgBackRest (2.45) matches the host
+        it dials against DNS-type names only, so the address is there as both."""
+        issued = self.backup_ca.issue(common_name, dns_names=[address],
+                                      ip_addresses=[address],
+                                      uses=("server_auth", "client_auth"))
+        return issued.key.encode(), issued.cert.encode()
+
+    def add_backup_node(self, name: str) -> None:
+        """Node `name`'s pgBackRest identity and configuration (also for a node added by
+        scaling out)."""
+        n = self.nodes[name]
+        paths = self._host_paths(n.dir / "pgbackrest", self._identity(
+            backup.node_client_name(self.spec.cluster_name), n.ip))
+        text = backup.render_node_conf(self.backup_spec, name, n.paths.data_dir,
+                                       n.paths.socket_dir, paths)
+        self.configs[name] = self._write(Path(paths.config), text)
+        self.patroni_env[name] = {"PGBACKREST_CONFIG": paths.config}
+
+    def write_repository_conf(self) -> None:
+        """The repository host's configuration for the stack's nodes (self.addresses)."""
         text = backup.render_repo_conf(
             self.backup_spec, self.addresses,
-            {n: node.paths.data_dir for n, node in self.nodes.items()},
-            {n: node.paths.socket_dir for n, node in self.nodes.items()},
-            self.cipher_pass, paths)
-        self.configs["repo"] = self._write(Path(paths.config), text)
+            {n: self.nodes[n].paths.data_dir for n in self.addresses},
+            {n: self.nodes[n].paths.socket_dir for n in self.addresses},
+            self.cipher_pass, self.repo_paths)
+        self.configs["repo"] = self._write(Path(self.repo_paths.config), text)
 
     @functools.cached_property
     def backup_spec(self) -> backup.BackupSpec:
@@ -114,8 +119,7 @@ class BackupCluster(h.Cluster):
         self._chown(path)
         return path
 
-    def _host_paths(self, root: Path, ca: bytes, key_cert: tuple[bytes, bytes]
-                    ) -> backup.BackupPaths:
+    def _host_paths(self, root: Path, key_cert: tuple[bytes, bytes]) -> backup.BackupPaths:
         paths = backup.BackupPaths(config=str(root / "pgbackrest.conf"),
                                    tls_dir=str(root / "tls"), repo=str(root / "repository"),
                                    spool=str(root / "spool"), log=str(root / "log"),
@@ -125,7 +129,7 @@ class BackupCluster(h.Cluster):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
             self._chown(d)
-        self._write(Path(paths.ca), ca, 0o644)
+        self._write(Path(paths.ca), self.ca, 0o644)
         self._write(Path(paths.key), key_cert[0])
         self._write(Path(paths.cert), key_cert[1], 0o644)
         return paths
@@ -133,10 +137,19 @@ class BackupCluster(h.Cluster):
     # ---- pgBackRest ------------------------------------------------------------------
     def start_servers(self) -> None:
         """`pgbackrest server` on every node and on the repository host."""
-        for host, config in self.configs.items():
-            ns = self.net.ns(host)
-            self._spawn(ns, [self.bin, "server"], self.workdir / f"pgbackrest-{host}.log",
-                        f"pgbackrest server {host}", env={"PGBACKREST_CONFIG": str(config)})
+        for host in self.configs:
+            self.start_server(host)
+
+    def start_server(self, host: str) -> None:
+        """`pgbackrest server` on `host`; restarted (as the configure step's `systemctl
+        restart` does) when it runs already, so that it reads its configuration again."""
+        if host in self.servers:
+            h.REGISTRY.kill_group(self.servers.pop(host))
+        popen = self._spawn(self.net.ns(host), [self.bin, "server"],
+                            self.workdir / f"pgbackrest-{host}.log",
+                            f"pgbackrest server {host}",
+                            env={"PGBACKREST_CONFIG": str(self.configs[host])})
+        self.servers[host] = popen.pid
 
     def before_patroni(self) -> None:
         # As on VMs: the repository host exists before the database nodes are configured.
@@ -259,6 +272,13 @@ class BackupCluster(h.Cluster):
                     fields[5].rsplit(":", 1)[-1] == str(inode):
                 return True
         return False
+
+    def archived_segments(self) -> set[str]:
+        """The WAL segments in the repository's archive (names only: file names are not
+        encrypted)."""
+        listing = self.pgbackrest("repo-ls", "--recurse",
+                                  f"archive/{self.backup_spec.stanza}").stdout
+        return set(re.findall(r"\b([0-9A-F]{24})-[0-9a-f]{40}\b", listing))
 
     def archive_get(self, name: str, via: str) -> bytes:
         """Fetch one file from the WAL archive as node `via`'s restore_command would."""

@@ -3,10 +3,14 @@
 - out: new nodes on the network, every node's patroni.yml rendered from the new stack's
   addresses and Patroni reloaded (the configure steps), the new nodes started, then each
   new node's join step (the program's membership tool) one after another;
-- in: the remaining nodes' patroni.yml rewritten and reloaded, then per departing node,
-  highest-numbered first, its leave step (the tool's handover, then Patroni stopped as
-  `systemctl stop` stops it: SIGTERM) and its forget step on the first node (the tool's
-  forget).
+- in: the remaining nodes' patroni.yml rewritten and reloaded, the health gate's script
+  (the tool's handover from the first node: a departing leader hands over to a node that
+  stays, then the stack's nodes are healthy), then per departing node, highest-numbered
+  first, its leave step (the tool's handover, then Patroni stopped as `systemctl stop`
+  stops it: SIGTERM) and its forget step on the first node (the tool's forget).
+
+Hosts beside the nodes that Pulumi reconfigures before the nodes start or leave (the
+backup repository) follow through the `hosts_changed` hook.
 
 The tool is the program's own file; only the patroni.yml it reads has local paths.
 """
@@ -21,6 +25,7 @@ from typing import Any
 from components import membership
 from components.config import build_spec
 from tests.realcluster import harness as h
+from tests.realcluster.backups import BackupCluster
 
 
 class ScalingCluster(h.Cluster):
@@ -79,6 +84,7 @@ class ScalingCluster(h.Cluster):
             self.nodes[node.name] = self._prepare_node(node)
         self._write_state()
         self._reconfigure(before)
+        self.hosts_changed([n.name for n in new])
         for node in new:
             self.start_patroni(node.name)
         for node in new:  # the join steps, one after another
@@ -92,7 +98,11 @@ class ScalingCluster(h.Cluster):
                            key=lambda n: int(n.removeprefix(self.spec.name_prefix)),
                            reverse=True)
         self._reconfigure(list(self.addresses))
+        self.hosts_changed([])
         first = self.spec.nodes[0].name
+        # The health gate: the leadership on a node that stays, the stack's nodes healthy.
+        self.membership_tool(first, "handover", "--candidates", ",".join(self.addresses))
+        self.wait_healthy(members=list(self.addresses))
         for name in departing:
             self.membership_tool(name, "handover", "--candidates",
                                  ",".join(membership.core_names(self.spec)))
@@ -102,6 +112,10 @@ class ScalingCluster(h.Cluster):
             self.departed[name] = self.nodes.pop(name)
             self.event(f"{name} left")
         return departing
+
+    def hosts_changed(self, added: list[str]) -> None:
+        """Hook: what Pulumi updates beside the nodes once the stack's nodes changed,
+        before the `added` nodes start and before any departing node leaves."""
 
     def stop_patroni(self, name: str, timeout: float = 120) -> None:
         """systemctl stop: SIGTERM to Patroni, which stops PostgreSQL and exits."""
@@ -133,6 +147,21 @@ class ScalingCluster(h.Cluster):
         self.nodes.update(self.departed)
         self.departed = {}
         super().stop()
+
+
+class ScalingBackupCluster(ScalingCluster, BackupCluster):
+    """Scaling with backups on. As the program's steps do it: a new node gets its
+    pgBackRest identity, configuration and server (its configure-pgbackrest step), and the
+    repository host's configuration is rewritten for the stack's nodes and its server
+    restarted (the repository's configure-pgbackrest step, an update that Pulumi runs
+    before the new nodes start and before any departing node leaves)."""
+
+    def hosts_changed(self, added: list[str]) -> None:
+        for name in added:
+            self.add_backup_node(name)
+            self.start_server(name)
+        self.write_repository_conf()
+        self.start_server("repo")
 
 
 def wait_exact_membership(c: ScalingCluster, timeout: float = 120) -> None:

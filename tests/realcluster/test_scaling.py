@@ -1,13 +1,16 @@
 """nodeCount 3 -> 5 -> 3 under a steady writer, the leader among the departing nodes:
 Raft and Patroni membership exact after each step, no acknowledged write lost, never two
-writable primaries, and the shrunken cluster still survives losing its leader."""
+writable primaries, and the shrunken cluster still survives losing its leader. With
+backups on: new nodes created from the repository, and no gap in the WAL archive."""
 from __future__ import annotations
 
 import time
 
 from tests.realcluster import harness as h
+from tests.realcluster.scaling import (ScalingBackupCluster, ScalingCluster,
+                                       wait_exact_membership)
+from tests.wal import lineage_segments
 from tests.workload import acknowledged_ids
-from tests.realcluster.scaling import ScalingCluster, wait_exact_membership
 
 
 def test_grow_to_five_and_shrink_to_three_with_the_leader_leaving(make_cluster):
@@ -40,9 +43,12 @@ def test_grow_to_five_and_shrink_to_three_with_the_leader_leaving(make_cluster):
         wait_exact_membership(c)
         figures["shrink 5 -> 3 to healthy (s)"] = round(time.monotonic() - t0, 1)
         assert leader in ("srv1", "srv2", "srv3")
-        handover = dict(c.steps)["srv5: handover"]
-        assert handover.startswith("changed: switched over from srv5"), c.steps
-        assert "not the leader" in dict(c.steps)["srv4: handover"], c.steps
+        # The health gate (on srv1) moved the leadership before anyone left; the leave
+        # steps then had nothing to hand over.
+        steps = dict(c.steps)
+        assert steps["srv1: handover"].startswith("changed: switched over from srv5"), c.steps
+        assert all(steps[f"{n}: handover"].endswith("leads: nothing to hand over")
+                   for n in departed), c.steps
 
         # Three members again: losing the leader still leaves a majority that fails over.
         c.crash(leader)
@@ -59,3 +65,74 @@ def test_grow_to_five_and_shrink_to_three_with_the_leader_leaving(make_cluster):
     assert len(acknowledged) > 100, len(acknowledged)
     assert acknowledged - c.committed_ids(new) == set()
     assert h.overlapping_primaries(series) == []
+
+
+class SlowUpdateCluster(ScalingBackupCluster):
+    """The shrink's update phase takes a while on real hosts (the gate waits, Pulumi
+    walks the graph), and the leader, still a departing node, keeps writing WAL after the
+    repository's configuration no longer lists it: every such segment must be archived."""
+
+    def hosts_changed(self, added: list[str]) -> None:
+        super().hosts_changed(added)
+        if not added:
+            for leader in self.leaders():
+                for _ in range(3):
+                    self.sql(leader, "SELECT pg_switch_wal()")
+                    time.sleep(1)
+
+
+def test_with_backups_new_nodes_restore_from_the_repository_and_a_shrink_leaves_no_gap(
+        make_cluster):
+    """nodeCount 3 -> 5 -> 3 with backups on, the leader on a departing node: the new nodes
+    are created from the repository, a departing leader's WAL is archived to the last
+    segment (no gap from the first backup to the end), the gate hands the leadership over
+    before the repository's check, and backups go on from the three that stay."""
+    c = make_cluster(3, settings={"synchronousMode": False}, cls=SlowUpdateCluster)
+    c.start_backups()
+    c.pgbackrest("--type=full", "backup")
+    (full,) = c.backups()
+    writer = c.start_writer(first_id=c.next_write_id())
+    try:
+        t0 = time.time()
+        added = c.grow(5)
+        c.wait_healthy(timeout=240)
+        wait_exact_membership(c)
+        grown_s = time.time() - t0
+        for name in added:
+            assert any("replica has been created using pgbackrest" in line
+                       for line in c.nodes[name].log_lines(since=t0)), name
+
+        switched = c.patronictl("srv1", "switchover", "--candidate", "srv5", "--force")
+        assert switched.returncode == 0, switched.stdout + switched.stderr
+        c.wait_for("srv5 to lead", lambda: c.leaders() == ["srv5"], 60)
+        c.wait_healthy()
+        # What the repository's check after the gate does (init-backups).
+        t0 = time.time()
+        departed = c.shrink(3)
+        c.pgbackrest("check", timeout=180)
+        leader = c.wait_healthy()
+        wait_exact_membership(c)
+        shrunk_s = time.time() - t0
+        assert departed == ["srv5", "srv4"] and leader in c.addresses
+        assert dict(c.steps)["srv1: handover"].startswith("changed: switched over from srv5")
+    finally:
+        acks = writer.stop()
+    acknowledged = acknowledged_ids(acks)
+    assert len(acknowledged) > 100 and acknowledged - c.committed_ids(leader) == set()
+
+    # Every WAL segment from the first backup to the newest, along the timelines, is in
+    # the archive: nothing the departing leader wrote was left behind on it.
+    c.pgbackrest("check", timeout=180)
+    newest = c.info()["archive"][0]["max"]
+    timeline = int(newest[:8], 16)
+    history = c.archive_get(f"{timeline:08X}.history", via=leader).decode()
+    expected = lineage_segments(full["archive"]["start"], history, newest)
+    archived = c.archived_segments()
+    missing = [s for s in expected if s not in archived]
+    assert missing == [], (missing, history)
+    # Backups go on from the nodes that stay (from a standby: backup-standby).
+    c.pgbackrest("--type=incr", "backup")
+    assert [b["type"] for b in c.backups()] == ["full", "incr"]
+    print(f"grow 3 -> 5 to healthy {grown_s:.1f} s; shrink 5 -> 3 with the leader leaving "
+          f"{shrunk_s:.1f} s; {len(expected)} segments archived over timelines "
+          f"{int(expected[0][:8], 16)}..{timeline}; steps {c.steps}")

@@ -11,7 +11,7 @@ import yaml
 from components import backup, clone, rendering
 from components.config import build_spec, parse_restore_target
 from tests.conftest import skip_or_fail
-from tests.unit.test_rendering import SECRETS, keys_of, patroni_known_keys
+from tests.unit.test_rendering import SECRETS, gate_python, keys_of, patroni_known_keys
 
 SETTINGS = {"osFamily": "debian12", "postgresSource": "distro", "postgresVersion": 15}
 SPEC = build_spec(SETTINGS)
@@ -58,7 +58,7 @@ def test_a_node_archives_to_the_repository_host_over_tls_and_admits_only_it():
     assert PASSPHRASE not in node_conf() and "cipher" not in node_conf()
 
 
-def test_the_repository_host_reaches_every_node_and_admits_exactly_their_names_and_clones():
+def test_the_repository_host_reaches_every_node_and_admits_exactly_their_name_and_clones():
     text = repo_conf()
     stanza = ini(text)[SPEC.cluster_name]
     for i, (name, address) in enumerate(ADDRESSES.items(), start=1):
@@ -67,8 +67,10 @@ def test_the_repository_host_reaches_every_node_and_admits_exactly_their_names_a
     assert f"pg{len(ADDRESSES) + 1}-host" not in stanza
     auth = [line.split("=", 1)[1] for line in text.splitlines()
             if line.startswith("tls-server-auth=")]
-    assert auth == [f"{SPEC.cluster_name}-{n}={SPEC.cluster_name}" for n in ADDRESSES] + [
-        f"{SPEC.cluster_name}-clone={SPEC.cluster_name}"]
+    # One name for all the nodes: a node leaving the stack keeps archiving until it stops,
+    # after the repository's configuration no longer lists it.
+    assert auth == [f"{SPEC.cluster_name}-database={SPEC.cluster_name}",
+                    f"{SPEC.cluster_name}-clone={SPEC.cluster_name}"]
     g = ini(text)["global"]
     assert g["repo1-cipher-type"] == "aes-256-cbc" and g["repo1-cipher-pass"] == PASSPHRASE
     assert g["backup-standby"] == "y" and g["repo1-retention-full"] == "2"
@@ -274,7 +276,7 @@ def test_the_repository_disk_is_formatted_only_when_it_holds_no_filesystem():
 def test_health_gate_with_backups_judges_archiving_and_is_valid_python():
     spec = build_spec({"backups": True})
     script = rendering.render_health_gate_script(spec, ADDRESSES)
-    gate = script.split("<<'PY'\n", 1)[1].rsplit("\nPY\n", 1)[0]
+    gate = gate_python(script)
     compile(gate, "health-gate.py", "exec")
     assert "def archiver_problem" in gate and "pg_stat_archiver" in gate
     plain = rendering.render_health_gate_script(SPEC, ADDRESSES)

@@ -202,9 +202,9 @@ def test_the_probe_reads_each_nodes_dcs_view_and_its_own_report(three_patronis):
 
 def run_gate(addresses, port, timeout_s, ca_file):
     import re
+    from tests.unit.test_rendering import gate_python
     spec = build_spec({})
-    script = rendering.render_health_gate_script(spec, addresses)
-    gate = re.search(r"<<'PY'\n(.*)\nPY", script, re.S).group(1)
+    gate = gate_python(rendering.render_health_gate_script(spec, addresses))
     gate = gate.replace("8008", str(port)).replace("/etc/patroni/tls/ca.crt", str(ca_file))
     gate = re.sub(r"^TIMEOUT = \d+$", f"TIMEOUT = {timeout_s}", gate, flags=re.M)
     return subprocess.run([sys.executable, "-"], input=gate, text=True,

@@ -99,7 +99,7 @@ def test_each_host_gets_its_own_certificate_named_as_its_peers_admit():
     requests = {r.name: r.inputs for r in prog.of_type("tls:index/certRequest:CertRequest")
                 if "-repository-" in r.name}
     expected = {"repository": (backup.repo_client_name("pg-raft"), REPO_IP),
-                **{f"srv{i}": (backup.node_client_name("pg-raft", f"srv{i}"),
+                **{f"srv{i}": (backup.node_client_name("pg-raft"),
                                f"203.0.113.{10 + i}") for i in (1, 2, 3)}}
     assert set(requests) == {f"pg-raft-repository-{h}-tls-request"
                              for h in [*expected, "clone"]}

@@ -351,13 +351,32 @@ def test_tls_turns_the_nodes_own_checks_to_https_with_the_ca():
     assert 'f"http://{address}' in SCRIPTS["debian12-tls-off/health-gate"]
 
 
+def gate_python(script: str) -> str:
+    """The health gate's Python: the script's last heredoc (the membership tool's comes
+    first)."""
+    return script.rsplit("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+def test_health_gate_first_hands_a_departing_leader_to_a_node_that_stays():
+    """Shrinking 5 -> 3, the gate runs before any node leaves: a leader among the leaving
+    nodes hands over to one of the stack's nodes before the gate (and the repository's
+    check after it) judges the cluster."""
+    spec = build_spec({})
+    script = rendering.render_health_gate_script(spec, {n.name: n.address
+                                                        for n in spec.nodes})
+    main = script.split("\nmain() {\n", 1)[1]
+    handover = main.index("run_membership handover --candidates srv1,srv2,srv3\n")
+    assert handover < main.index("/bin/python - <<'PY'")
+    assert membership.tool_text().rstrip("\n") in script
+    compile(gate_python(script), "health-gate.py", "exec")
+
+
 @pytest.mark.parametrize("sync", [True, False])
 def test_health_gate_is_valid_python_and_waits_for_a_sync_standby_in_sync_mode(sync):
-    import re
     spec = build_spec({"synchronousMode": sync})
     addresses = {n.name: n.address for n in spec.nodes}
     script = rendering.render_health_gate_script(spec, addresses)
-    gate = re.search(r"<<'PY'\n(.*)\nPY", script, re.S).group(1)
+    gate = gate_python(script)
     compile(gate, "health-gate.py", "exec")
     assert f"NEEDS_SYNC_STANDBY = {sync}" in gate
     assert all(ip in gate for ip in addresses.values())
