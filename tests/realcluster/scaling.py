@@ -113,6 +113,14 @@ class ScalingCluster(h.Cluster):
             self.event(f"{name} left")
         return departing
 
+    def switch_over_to(self, name: str) -> None:
+        """The leadership on node `name` (patronictl switchover), the cluster healthy."""
+        switched = self.patronictl(self.spec.nodes[0].name, "switchover", "--candidate",
+                                   name, "--force")
+        assert switched.returncode == 0, switched.stdout + switched.stderr
+        self.wait_for(f"{name} to lead", lambda: self.leaders() == [name], 60)
+        self.wait_healthy()
+
     def hosts_changed(self, added: list[str]) -> None:
         """Hook: what Pulumi updates beside the nodes once the stack's nodes changed,
         before the `added` nodes start and before any departing node leaves."""

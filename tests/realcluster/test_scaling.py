@@ -31,10 +31,7 @@ def test_grow_to_five_and_shrink_to_three_with_the_leader_leaving(make_cluster):
         probes.update(c.start_probes("-b", names=added))
 
         # The leadership on the highest-numbered node, which leaves first.
-        switched = c.patronictl("srv1", "switchover", "--candidate", "srv5", "--force")
-        assert switched.returncode == 0, switched.stdout + switched.stderr
-        c.wait_for("srv5 to lead", lambda: c.leaders() == ["srv5"], 60)
-        c.wait_healthy()
+        c.switch_over_to("srv5")
 
         t0 = time.monotonic()
         departed = c.shrink(3)
@@ -102,14 +99,10 @@ def test_with_backups_new_nodes_restore_from_the_repository_and_a_shrink_leaves_
             assert any("replica has been created using pgbackrest" in line
                        for line in c.nodes[name].log_lines(since=t0)), name
 
-        switched = c.patronictl("srv1", "switchover", "--candidate", "srv5", "--force")
-        assert switched.returncode == 0, switched.stdout + switched.stderr
-        c.wait_for("srv5 to lead", lambda: c.leaders() == ["srv5"], 60)
-        c.wait_healthy()
-        # What the repository's check after the gate does (init-backups).
+        c.switch_over_to("srv5")
         t0 = time.time()
         departed = c.shrink(3)
-        c.pgbackrest("check", timeout=180)
+        c.pgbackrest("check", timeout=180)  # the repository's check after the gate
         leader = c.wait_healthy()
         wait_exact_membership(c)
         shrunk_s = time.time() - t0
