@@ -140,13 +140,18 @@ def handover(node, candidates, timeout):
     switched = False
     while True:
         try:
-            members = node.cluster()
+            status, text = node.rest("/cluster")
+            trouble = None if status == 200 else f"HTTP {status}"
         except urllib.error.URLError as error:
+            trouble = error.reason
+        if trouble is not None:
             # Patroni is down here (on a departing node, stopped by an earlier,
-            # interrupted run of its leave step): nothing to ask, nothing to hand over.
-            print(f"Patroni does not answer on {node.name} ({error.reason}): "
+            # interrupted run of its leave step) or cannot say: nothing to hand over from
+            # here. In the gate, the gate's own wait and diagnosis follow.
+            print(f"Patroni does not answer on {node.name} ({trouble}): "
                   f"nothing to hand over")
             return
+        members = json.loads(text)["members"]
         leader = next((m["name"] for m in members if m.get("role") == "leader"), None)
         if leader is None or leader in candidates:
             if not switched:
