@@ -276,15 +276,17 @@ def parse_patroni_yml(text: str) -> dict:
     return yaml.safe_load(text)
 
 
-def with_local_paths(config: dict, paths: NodePaths, watchdog_mode: str) -> dict:
+def with_local_paths(config: dict, paths: NodePaths, watchdog_device: str) -> dict:
     """The only changes a non-VM run (the real-cluster tests) may make to patroni.yml:
-    filesystem paths, bin_dir, the unix socket dir and the watchdog mode."""
+    filesystem paths, bin_dir, the unix socket dir and the watchdog device (Patroni's
+    testing driver on `watchdog_device`, a named pipe that records keepalives: network
+    namespaces have no softdog). The watchdog mode stays as rendered."""
     config = yaml.safe_load(yaml.safe_dump(config))
     config["raft"]["data_dir"] = paths.raft_dir
     pg = config["postgresql"]
     pg.update(data_dir=paths.data_dir, bin_dir=paths.bin_dir, pgpass=paths.pgpass)
     pg["parameters"]["unix_socket_directories"] = paths.socket_dir
-    config["watchdog"]["mode"] = watchdog_mode
+    config["watchdog"].update(driver="testing", device=watchdog_device)
     if "ssl_cert_file" in pg["parameters"]:
         files = tls_files(paths.tls_dir)
         pg["parameters"].update(ssl_cert_file=files.cert, ssl_key_file=files.key)

@@ -6,6 +6,10 @@ PGHA_NO_SKIP=1) that is a failure instead.  PGHA_RC_PROFILE picks the timing pro
 of the scenarios that do not pin one (default: fast = ttl 20, loopWait 5,
 retryTimeout 5).  Logs of a failed test are kept under PGHA_RC_LOGS
 (default /tmp/pgha-realcluster-logs/<test>).
+
+Every node's watchdog records Patroni's keepalives (tests/realcluster/watchdog.py): a
+test fails when a node would have been reset, unless the test expected it
+(Cluster.expect_watchdog_fire).
 """
 from __future__ import annotations
 
@@ -70,6 +74,14 @@ def make_cluster(runtime, request):
     yield make
     failed = any(getattr(getattr(request.node, f"rep_{w}", None), "failed", False)
                  for w in ("setup", "call"))
+    # The verdict of the recording watchdogs, taken before the clusters stop (stopping
+    # kills Patroni, which a softdog would not forgive either).
+    misses = [miss for cluster in clusters for miss in cluster.watchdog_misses()]
+    for cluster in clusters:
+        counts = {n: r.keepalive_count() for n, r in cluster.watchdogs.items()}
+        print(f"\n{cluster.label}: watchdog keepalives per node {counts}")
+    for miss in misses:
+        print(f"watchdog: {miss}")
     for cluster in clusters:
         try:
             if failed:
@@ -84,6 +96,9 @@ def make_cluster(runtime, request):
         finally:
             cluster.stop()
             cluster.remove_files()
+    if misses and not failed:
+        pytest.fail("a watchdog would have reset a node:\n" +
+                    "\n".join(str(miss) for miss in misses), pytrace=False)
 
 
 def describe(result: h.ScenarioResult) -> str:

@@ -6,7 +6,9 @@ the host's eth0).  A client namespace on the same bridge holds the writer and is
 the test process sends its REST calls from (a thread pool whose threads setns() into
 it).  Each node runs real PostgreSQL 14 and real Patroni with the patroni.yml that
 `components.rendering.render_patroni_yml` renders, changed only by
-`with_local_paths(..., watchdog_mode="off")`.
+`with_local_paths(...)`: local paths, and the watchdog (mode as rendered, `required` by
+default) on a device that records Patroni's keepalives instead of resetting
+(tests/realcluster/watchdog.py); a test fails when a node would have been reset.
 
 Layout
     bridge ns  <prefix>-br      br0 + one veth end per node/client ("v-<name>")
@@ -54,6 +56,7 @@ from typing import Any, Callable, Iterable
 
 from tests import netns, workload
 from tests.pulumi_mocks import random_password
+from tests.realcluster import watchdog
 from tests.workload import CLIENT_TCP, WRITES_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -543,6 +546,10 @@ class Cluster:
         self.events: list[tuple[float, str]] = []
         self.nodes: dict[str, Node] = {}
         self.pw = pwd.getpwnam("postgres")
+        # Per node (departed ones included): what its Patroni wrote to its watchdog; and
+        # the nodes a test lets the watchdog fire on, from when (see expect_watchdog_fire).
+        self.watchdogs: dict[str, watchdog.Recording] = {}
+        self.watchdog_may_fire: dict[str, float] = {}
         self._client: ThreadPoolExecutor | None = None
         self._node_exec: dict[str, ThreadPoolExecutor] = {}
         self.state_file = STATE_DIR / f"{self.prefix}.json"
@@ -580,11 +587,14 @@ class Cluster:
             journal_check="/nonexistent", tls_dir=str(d / "tls"))
         if self.tls_ca is not None:
             self._write_tls_files(node.name, node.address, Path(paths.tls_dir))
+        if node.name not in self.watchdogs:
+            self.watchdogs[node.name] = watchdog.Recording(
+                node.name, d / "watchdog", self.pw.pw_uid, self.pw.pw_gid)
         text = rendering.render_patroni_yml(self.spec, node, self.addresses, self.secrets,
                                             backup=self.backup_settings(),
                                             bootstrap=self.bootstrap_settings(node.name))
         config = rendering.with_local_paths(rendering.parse_patroni_yml(text), paths,
-                                            watchdog_mode="off")
+                                            str(self.watchdogs[node.name].path))
         import yaml  # noqa: PLC0415 (test-side only)
         cfg_text = yaml.safe_dump(config, sort_keys=False)
         cfg = d / "patroni.yml"
@@ -711,6 +721,8 @@ class Cluster:
                     REGISTRY.executors.remove(executor)
         self._client = None
         self._node_exec.clear()
+        for recording in self.watchdogs.values():
+            recording.stop()
         self.net.destroy()
         with contextlib.suppress(OSError):
             self.state_file.unlink()
@@ -733,6 +745,20 @@ class Cluster:
             f"{_dt.datetime.fromtimestamp(t).strftime('%H:%M:%S.%f')[:-3]} {label}\n"
             for t, label in self.events))
         return dest
+
+    # ---- the watchdog ---------------------------------------------------------------
+    def expect_watchdog_fire(self, name: str) -> None:
+        """From now on node `name` may miss keepalives: the test cut it off or froze it
+        on purpose, and a reset is the watchdog doing its job."""
+        self.watchdog_may_fire.setdefault(name, time.time())
+
+    def watchdog_misses(self) -> list[watchdog.Miss]:
+        """Every reset a real softdog would have done, but those a test expected."""
+        now = time.time()
+        return [miss for name, recording in self.watchdogs.items()
+                for miss in recording.misses(now)
+                if not (name in self.watchdog_may_fire
+                        and miss.end >= self.watchdog_may_fire[name])]
 
     # ---- observation --------------------------------------------------------------
     def _executor_for(self, via: str) -> ThreadPoolExecutor:

@@ -161,9 +161,12 @@ def test_local_override_changes_only_paths_and_watchdog():
     paths = rendering.NodePaths(config_dir="/x", config="/x/p.yml", venv="/v", raft_dir="/r",
                                 data_dir="/d", bin_dir="/b", pgpass="/p", socket_dir="/s",
                                 watchdog_script="/w", journal_check="/j", tls_dir="/t")
-    local = rendering.with_local_paths(config, paths, "off")
+    local = rendering.with_local_paths(config, paths, "/x/watchdog")
     assert local["raft"]["data_dir"] == "/r" and local["postgresql"]["bin_dir"] == "/b"
-    assert local["watchdog"]["mode"] == "off"
+    # The mode stays as rendered (required): only the device is a recording one.
+    assert local["watchdog"] == {**config["watchdog"], "driver": "testing",
+                                 "device": "/x/watchdog"}
+    assert local["watchdog"]["mode"] == "required"
     assert local["postgresql"]["parameters"]["ssl_key_file"] == "/t/server.key"
     assert local["restapi"]["certfile"] == "/t/server.crt" and local["ctl"]["cacert"] == "/t/ca.crt"
     assert local["postgresql"]["authentication"]["rewind"]["sslrootcert"] == "/t/ca.crt"
