@@ -13,16 +13,14 @@ import pulumi_random as random
 import pulumi_tls as tls
 from pulumi_command import local
 
-from components import backup, clone, health, membership, rendering
+from components import backup, clone, firewall, health, membership, rendering
 from components.certificates import ClusterCa
 from components.config import RESTAPI_PORT, ClusterSpec
-from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
-                                    remote_step, ssh_connection)
+from components.provisioner import (DELETE_DIAL_LIMIT, NodeBackupArgs, NodeProvisioner,
+                                    NodeProvisionerArgs, remote_step, ssh_connection)
 from components.repository import BackupRepository, BackupRepositoryArgs
 from components.vm import LibvirtNode, LibvirtNodeArgs
 
-# Dials of a delete-time step (15 s each) before it fails.
-DELETE_DIAL_LIMIT = 20
 PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
              "restapi_password", "raft_password")
 
@@ -130,6 +128,8 @@ class PatroniCluster(pulumi.ComponentResource):
             ca = ClusterCa(name, spec, self, args.tls_ca_private_key)
             self.ca_certificate = ca.cert_pem
 
+        admissions = self._admissions(name, spec, vms, repository, ssh_private_key,
+                                      host_keys)
         clone_source = None
         if spec.clone is not None:
             source = pulumi.StackReference(f"{name}-clone-source", stack_name=spec.clone.stack,
@@ -141,7 +141,8 @@ class PatroniCluster(pulumi.ComponentResource):
             host_public_key=host_keys[node.name].public_key_openssh,
             addresses=self.node_ips, secrets=secrets, backup=backup_args(node.name),
             clone_source=clone_source,
-            tls=ca.server_identity(node.name, vms[node.name].ip) if ca is not None else None),
+            tls=ca.server_identity(node.name, vms[node.name].ip) if ca is not None else None,
+            admitted=admissions.get(node.name, [])),
             opts=pulumi.ResourceOptions(parent=self))
             for node in spec.nodes]
 
@@ -156,7 +157,7 @@ class PatroniCluster(pulumi.ComponentResource):
             gate_triggers.append(spec.restore_request)
         # The gate waits for every node, the ones that joined by scaling out included.
         started = started + self._membership(spec, vms, provisioners, started,
-                                             ssh_private_key, host_keys)
+                                             ssh_private_key, host_keys, admissions)
         first = provisioners[0]
         gate = remote_step(
             f"{name}-health-gate", first.connection,
@@ -187,16 +188,14 @@ class PatroniCluster(pulumi.ComponentResource):
     def _membership(spec: ClusterSpec, vms: Mapping[str, LibvirtNode],
                     provisioners: list[NodeProvisioner], started: list[pulumi.Resource],
                     ssh_private_key: pulumi.Input[str],
-                    host_keys: Mapping[str, tls.PrivateKey]) -> list[pulumi.Resource]:
+                    host_keys: Mapping[str, tls.PrivateKey],
+                    admissions: Mapping[str, list[pulumi.Resource]]) -> list[pulumi.Resource]:
         """The join, leave and forget steps of the nodes after the first three
         (components/membership.py for the order); `started` is each node's last start
         step. Returns the joins."""
         def deleting(node_name: str):
-            # A delete-time step gives up on a node that does not answer (about 5 min)
-            # instead of dialling for ever, so that the error reaches the user.
-            return ssh_connection(spec, vms[node_name], ssh_private_key,
-                                  host_keys[node_name].public_key_openssh,
-                                  dial_error_limit=DELETE_DIAL_LIMIT)
+            return _deleting_connection(spec, vms[node_name], ssh_private_key,
+                                        host_keys[node_name])
         first = spec.nodes[0].name
         core = [vms[n] for n in membership.core_names(spec)]
         # A node joins once every node's firewall admits it to the Raft port.
@@ -215,7 +214,8 @@ class PatroniCluster(pulumi.ComponentResource):
             forget = remote_step(
                 f"{p.step_prefix}-raft-forget", deleting(first),
                 vm.ip.apply(lambda ip, n=node: membership.render_forget_script(spec, n, ip)),
-                parent=p, after=[vm, *core, *previous_leave],
+                parent=p, after=[vm, *core, *previous_leave,
+                                 *admissions.get(node.name, [])],
                 create=membership.CREATE_SHELL, delete=membership.DELETE_SHELL)
             previous_leave = [remote_step(
                 f"{p.step_prefix}-raft-leave", deleting(node.name),
@@ -223,6 +223,39 @@ class PatroniCluster(pulumi.ComponentResource):
                 after=[forget, joins[-1]],
                 create=membership.CREATE_SHELL, delete=membership.DELETE_SHELL)]
         return joins
+
+    def _admissions(self, name: str, spec: ClusterSpec, vms: Mapping[str, LibvirtNode],
+                    repository: Optional[BackupRepository],
+                    ssh_private_key: pulumi.Input[str],
+                    host_keys: Mapping[str, tls.PrivateKey]
+                    ) -> dict[str, list[pulumi.Resource]]:
+        """With the firewall on, each node after the first three admitted by every other
+        host's firewall (components/firewall.py): created before the node's Patroni
+        starts, deleted only after Raft forgot the node. By node name."""
+        if not spec.firewall:
+            return {}
+        hosts = {n: _deleting_connection(spec, vms[n], ssh_private_key, host_keys[n])
+                 for n in vms}
+        if repository is not None:
+            hosts["repository"] = repository.deleting_connection
+        after = {n: [vm] for n, vm in vms.items()}
+        if repository is not None:
+            after["repository"] = [repository.vm]
+        admissions: dict[str, list[pulumi.Resource]] = {}
+        for node in spec.nodes:
+            if not membership.is_elastic(node):
+                continue
+            ip = vms[node.name].ip
+            admissions[node.name] = [remote_step(
+                f"{name}-{node.name}-admitted-by-{host}", connection,
+                ip.apply(lambda a, h=host, n=node.name:
+                         firewall.render_admission_script(h, n, a)),
+                # Not a child of a node's component: depending on a component waits
+                # for its children, and the nodes past the third admit each other.
+                parent=self, after=after[host],
+                create=membership.CREATE_SHELL, delete=membership.DELETE_SHELL)
+                for host, connection in hosts.items() if host != node.name]
+        return admissions
 
     @staticmethod
     def _restore(spec: ClusterSpec, provisioners: list[NodeProvisioner],
@@ -274,6 +307,16 @@ class PatroniCluster(pulumi.ComponentResource):
             f"{name}-{key.replace('_', '-')}", length=32, special=False,
             opts=pulumi.ResourceOptions(parent=self)).result) for key in PASSWORDS}
         return pulumi.Output.all(**values).apply(lambda v: rendering.ClusterSecrets(**v))
+
+
+def _deleting_connection(spec: ClusterSpec, vm: LibvirtNode,
+                         ssh_private_key: pulumi.Input[str],
+                         host_key: tls.PrivateKey):
+    """A connection for a step that also runs when deleted: it gives up on a node that
+    does not answer (about 5 min) instead of dialling for ever, so that the error
+    reaches the user."""
+    return ssh_connection(spec, vm, ssh_private_key, host_key.public_key_openssh,
+                          dial_error_limit=DELETE_DIAL_LIMIT)
 
 
 def _leader_from_gate(stdout: str) -> str:

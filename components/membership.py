@@ -13,13 +13,20 @@ first. For each elastic node the program declares three steps:
   step does it again for `pulumi destroy`, where no gate runs.)
 - forget (on the first node, when deleted): the departed address removed from Raft
   through a remaining member, and its Patroni member gone.
+- admissions (with the firewall on; on every other host, the repository included): the
+  node admitted by that host's firewall, from before its Patroni starts until it was
+  forgotten (components/firewall.py). The rendered rulesets name only the first nodes,
+  so a shrink's updates never cut off a node that is still a Raft member.
 
 Pulumi deletes a resource before the resources it depends on, so the dependencies
-leave -> forget -> the node's VM (and the first nodes' VMs), and forget(n) -> leave(n-1),
-order a shrink as: leave(highest), forget(highest), leave(next), ... and only then the
-VMs. One node at a time, so the remaining members always keep a Raft majority.
+leave -> forget -> admissions -> the node's VM (and the first nodes' VMs), and
+forget(n) -> leave(n-1), order a shrink as: leave(highest), forget(highest), its
+admissions, leave(next), ... and only then the VMs. One node at a time, so the remaining
+members always keep a Raft majority.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 from components.config import RAFT_PORT, ClusterSpec, NodeSpec
 from components.rendering import (MEMBERSHIP_TOOL, _render,  # one Jinja environment
@@ -38,6 +45,12 @@ def is_elastic(node: NodeSpec) -> bool:
 
 def core_names(spec: ClusterSpec) -> list[str]:
     return [node.name for node in spec.nodes[:MIN_NODES]]
+
+
+def core_addresses(spec: ClusterSpec, addresses: Mapping[str, str]) -> dict[str, str]:
+    """The addresses of the nodes that never leave: what the rendered firewall rulesets
+    name (every other node is admitted by an admission step of its own)."""
+    return {name: addresses[name] for name in core_names(spec)}
 
 
 def raft_address(ip: str) -> str:

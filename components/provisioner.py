@@ -8,13 +8,16 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
-from components import backup, clone, firewall, rendering
+from components import backup, clone, firewall, membership, rendering
 from components.certificates import TlsIdentity
 from components.config import ClusterSpec, NodeSpec
 from components.vm import LibvirtNode
 
 # Scripts arrive on stdin: nothing (secrets included) appears on a command line.
 REMOTE_SHELL = "sudo bash -s"
+# Dials of a step that must also run when it is deleted (15 s each) before it fails: a
+# node that does not answer then fails the step (about 5 min) instead of hanging.
+DELETE_DIAL_LIMIT = 20
 STEP_TIMEOUTS = pulumi.CustomTimeouts(create="40m", update="40m")
 
 
@@ -85,6 +88,9 @@ class NodeProvisionerArgs:
     clone_source: Optional[pulumi.Output[clone.CloneSource]] = None
     # With TLS on: the node's server certificate (components.certificates).
     tls: Optional[TlsIdentity] = None
+    # A node added by scaling out: its admissions by the other hosts' firewalls, in
+    # force before its Patroni starts.
+    admitted: Sequence[pulumi.Resource] = ()
 
 
 class NodeProvisioner(pulumi.ComponentResource):
@@ -113,7 +119,7 @@ class NodeProvisioner(pulumi.ComponentResource):
         self.install_patroni = step("install-patroni",
                                     rendering.render_install_patroni_script(spec), [watchdog])
         before_configure: list[pulumi.Resource] = [self.install_patroni]
-        before_start: list[pulumi.Resource] = []
+        before_start: list[pulumi.Resource] = list(args.admitted)
         backup_spec: pulumi.Output = pulumi.Output.from_input(None)
         bootstrap: pulumi.Output = pulumi.Output.from_input(None)
         install_backup = None
@@ -151,8 +157,8 @@ class NodeProvisioner(pulumi.ComponentResource):
             repository = args.backup.spec.apply(lambda b: b.repo_address) \
                 if args.backup is not None else pulumi.Output.from_input(None)
             ruleset = pulumi.Output.all(args.addresses, repository).apply(
-                lambda v: firewall.node_ruleset(node.name, v[0], spec.admin_cidrs,
-                                                spec.hba_cidrs, repository=v[1]))
+                lambda v: firewall.node_ruleset(node.name, membership.core_addresses(
+                    spec, v[0]), spec.admin_cidrs, spec.hba_cidrs, repository=v[1]))
             self.firewall = step("firewall", ruleset.apply(
                 lambda r: firewall.render_configure_script(spec, node.name, r)),
                 [install_backup or self.install_patroni])

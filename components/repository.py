@@ -13,10 +13,10 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components import backup, clone, firewall, rendering
+from components import backup, clone, firewall, membership, rendering
 from components.certificates import TlsIdentity
 from components.config import ClusterSpec
-from components.provisioner import remote_step, ssh_connection, vm_steps
+from components.provisioner import DELETE_DIAL_LIMIT, remote_step, ssh_connection, vm_steps
 from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
 
 # Long enough never to surprise anyone; an `up` in the last 30 days renews a certificate
@@ -65,6 +65,10 @@ class BackupRepository(pulumi.ComponentResource):
         self.ip = self.vm.ip
         self.connection = ssh_connection(spec, self.vm, args.ssh_private_key,
                                          host_key.public_key_openssh)
+        # For steps that also run when deleted (the admissions of nodes added by scaling).
+        self.deleting_connection = ssh_connection(spec, self.vm, args.ssh_private_key,
+                                                  host_key.public_key_openssh,
+                                                  dial_error_limit=DELETE_DIAL_LIMIT)
         self.spec_output = self.ip.apply(
             lambda ip: backup.backup_spec(settings, spec.cluster_name, ip))
 
@@ -101,7 +105,8 @@ class BackupRepository(pulumi.ComponentResource):
         if spec.firewall:
             # Clones of this stack reach the repository from the admin networks.
             ruleset = args.addresses.apply(lambda a: firewall.repository_ruleset(
-                a, spec.admin_cidrs, backup_clients=spec.admin_cidrs))
+                membership.core_addresses(spec, a), spec.admin_cidrs,
+                backup_clients=spec.admin_cidrs))
             before_configure.append(step("firewall", ruleset.apply(
                 lambda r: firewall.render_configure_script(spec, "repository", r)),
                 [install]))

@@ -20,9 +20,10 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
-from components import membership
+from components import firewall, membership
 from components.config import build_spec
 from tests.realcluster import harness as h
 from tests.realcluster.backups import BackupCluster
@@ -109,6 +110,7 @@ class ScalingCluster(h.Cluster):
             self.stop_patroni(name)
             address = membership.raft_address(self.nodes[name].ip)
             self.membership_tool(first, "forget", "--address", address, "--name", name)
+            self.forgotten(name)
             self.departed[name] = self.nodes.pop(name)
             self.event(f"{name} left")
         return departing
@@ -124,6 +126,10 @@ class ScalingCluster(h.Cluster):
     def hosts_changed(self, added: list[str]) -> None:
         """Hook: what Pulumi updates beside the nodes once the stack's nodes changed,
         before the `added` nodes start and before any departing node leaves."""
+
+    def forgotten(self, name: str) -> None:
+        """Hook: what Pulumi deletes once Raft forgot departing node `name` (before its
+        VM)."""
 
     def stop_patroni(self, name: str, timeout: float = 120) -> None:
         """systemctl stop: SIGTERM to Patroni, which stops PostgreSQL and exits."""
@@ -170,6 +176,50 @@ class ScalingBackupCluster(ScalingCluster, BackupCluster):
             self.start_server(name)
         self.write_repository_conf()
         self.start_server("repo")
+
+
+class FirewalledScalingCluster(ScalingCluster):
+    """Every node behind the program's firewall, changed in the order `pulumi up`
+    changes it (components/firewall.py): the rendered rulesets name the first three
+    nodes, so they never change with nodeCount; a node added by scaling is admitted by
+    every other node (its admission file, which the ruleset includes) before it starts,
+    and that admission goes only once Raft forgot it. The client namespace stands for
+    the admin network and the PostgreSQL clients."""
+
+    def admissions_dir(self, host: str) -> Path:
+        return self.workdir / host / "firewall.d"
+
+    def load_firewall(self, host: str) -> None:
+        """The host's firewall step (or a reload): its ruleset, with what is admitted."""
+        ruleset = firewall.node_ruleset(host, membership.core_addresses(
+            self.spec, self.addresses), [h.CLIENT_IP], [h.CLIENT_IP])
+        included = self.admissions_dir(host)
+        included.mkdir(exist_ok=True)
+        h.run(["ip", "netns", "exec", self.nodes[host].ns, "nft", "-f", "-"],
+              input=ruleset.replace(firewall.ADMISSIONS_DIR, str(included)))
+
+    def before_patroni(self) -> None:
+        super().before_patroni()
+        for name in self.nodes:
+            self.load_firewall(name)
+
+    def hosts_changed(self, added: list[str]) -> None:
+        super().hosts_changed(added)
+        for new in added:
+            for host in self.nodes:
+                if host != new:
+                    self.admissions_dir(host).mkdir(exist_ok=True)
+                    (self.admissions_dir(host) / f"{new}.nft").write_text(
+                        firewall.render_admission(self.addresses[new]))
+        for host in self.nodes:
+            self.load_firewall(host)
+
+    def forgotten(self, name: str) -> None:
+        super().forgotten(name)
+        for host in self.nodes:
+            (self.admissions_dir(host) / f"{name}.nft").unlink(missing_ok=True)
+            if host != name:
+                self.load_firewall(host)
 
 
 def wait_exact_membership(c: ScalingCluster, timeout: float = 120) -> None:

@@ -1,13 +1,15 @@
-"""nodeCount 3 -> 5 -> 3 under a steady writer, the leader among the departing nodes:
+"""nodeCount 3 -> 5 -> 3 under a steady writer, the leader among the departing nodes,
+every node behind the program's firewall changed in the order `pulumi up` changes it:
 Raft and Patroni membership exact after each step, no acknowledged write lost, never two
-writable primaries, and the shrunken cluster still survives losing its leader. With
-backups on: new nodes created from the repository, and no gap in the WAL archive."""
+writable primaries, no node a watchdog would have reset (the fixture's verdict), and the
+shrunken cluster still survives losing its leader. With backups on: new nodes created
+from the repository, and no gap in the WAL archive."""
 from __future__ import annotations
 
 import time
 
 from tests.realcluster import harness as h
-from tests.realcluster.scaling import (ScalingBackupCluster, ScalingCluster,
+from tests.realcluster.scaling import (FirewalledScalingCluster, ScalingBackupCluster,
                                        wait_exact_membership)
 from tests.wal import lineage_segments
 from tests.workload import acknowledged_ids
@@ -17,7 +19,7 @@ def test_grow_to_five_and_shrink_to_three_with_the_leader_leaving(make_cluster):
     # Asynchronous replication: a switchover may then pick any replica, so the test can
     # put the leadership on a node that is about to leave (in synchronous mode only the
     # synchronous standby may take it over).
-    c = make_cluster(3, settings={"synchronousMode": False}, cls=ScalingCluster)
+    c = make_cluster(3, settings={"synchronousMode": False}, cls=FirewalledScalingCluster)
     writer = c.start_writer()
     probes = c.start_probes("-a")
     figures = {}

@@ -10,6 +10,8 @@ from components import membership
 from components.config import build_spec
 from tests.pulumi_mocks import COMMAND
 from tests.unit.test_program import run_program
+from tests.unit.test_program_backups import run_program as run_with_backups
+from tests.unit.test_rendering import installed_files
 
 
 def names(prog, typ=None) -> set[str]:
@@ -82,6 +84,51 @@ def test_leaving_is_ordered_one_node_at_a_time_before_any_vm_is_deleted(three_fi
     # srv5 leaves before srv4: srv5's forget waits (at deletion) for srv4's leave.
     assert leave[4].urn in forget[5].dependencies
     assert leave[5].urn not in forget[4].dependencies
+
+
+def test_a_scaled_node_is_admitted_by_every_other_firewall_while_it_is_a_member(three_five):
+    three, five = three_five
+    for i in (4, 5):
+        admitted = {n: five.named(f"pg-raft-srv{i}-admitted-by-srv{n}")
+                    for n in range(1, 6) if n != i}
+        for n, step in admitted.items():
+            assert step.inputs["connection"]["host"] == f"203.0.113.{10 + n}"
+            assert step.inputs["connection"]["dialErrorLimit"] == 20
+            assert step.inputs["create"] == membership.CREATE_SHELL
+            assert step.inputs["delete"] == membership.DELETE_SHELL
+            mode, text = installed_files(step.inputs["stdin"])[
+                f"/etc/pgha/firewall.d/srv{i}.nft"]
+            assert f"add element inet pgha elastic_members {{ 203.0.113.{10 + i} }}" in text
+            assert five.named(f"pg-raft-srv{n}-domain").urn in step.dependencies
+        urns = {step.urn for step in admitted.values()}
+        # In force before the node's Patroni starts ...
+        assert urns <= five.named(f"pg-raft-srv{i}-provision-start").dependencies
+        # ... and deleted only after Raft forgot the node (Pulumi deletes a resource
+        # before what it depends on).
+        assert urns <= five.named(f"pg-raft-srv{i}-provision-raft-forget").dependencies
+    # The rendered rulesets name only the first three nodes: growing or shrinking never
+    # changes a firewall step, so no update can cut a member off before it left.
+    for n in range(1, 4):
+        step = f"pg-raft-srv{n}-provision-firewall"
+        assert five.named(step).inputs["stdin"] == three.named(step).inputs["stdin"]
+    assert five.named("pg-raft-srv4-provision-firewall").inputs["stdin"].replace(
+        "srv4", "srv1") != three.named("pg-raft-srv1-provision-firewall").inputs["stdin"]
+
+
+def test_with_backups_the_repository_admits_each_scaled_node_too():
+    five = run_with_backups({"nodeCount": 5, "backups": True})
+    three = run_with_backups({"nodeCount": 3, "backups": True})
+    for i in (4, 5):
+        step = five.named(f"pg-raft-srv{i}-admitted-by-repository")
+        assert step.inputs["connection"]["dialErrorLimit"] == 20
+        assert five.named("pg-raft-repository-domain").urn in step.dependencies
+    firewall = "pg-raft-repository-firewall"
+    assert five.named(firewall).inputs["stdin"] == three.named(firewall).inputs["stdin"]
+
+
+def test_without_the_firewall_nothing_is_admitted():
+    prog = run_program({"nodeCount": 5, "firewall": False})
+    assert not [n for n in names(prog, COMMAND) if "-admitted-by-" in n]
 
 
 def test_shrinking_back_registers_exactly_the_three_node_graph(three_five):

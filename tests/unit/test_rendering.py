@@ -235,6 +235,8 @@ def all_scripts():
                 spec, elastic)
             yield f"{name}/{elastic.name}-raft-forget", membership.render_forget_script(
                 spec, elastic, addresses[elastic.name])
+            yield f"{name}/{elastic.name}-admitted", firewall.render_admission_script(
+                node.name, elastic.name, addresses[elastic.name])
 
 
 SCRIPTS = dict(all_scripts())
