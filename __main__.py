@@ -1,23 +1,29 @@
 """Entry point: read the stack's settings once, build the cluster, export its outputs."""
 import pulumi
+from pulumi.runtime import config as runtime_config
 
 from components import backup, clone
 from components.cluster import PatroniCluster, PatroniClusterArgs
-from components.config import SETTINGS, ConfigError, build_spec
+from components.config import SECRET_SETTINGS, ConfigError, build_spec
 
 config = pulumi.Config()
+
+
+def stack_keys() -> set[str]:
+    """Every key the stack sets in this program's namespace, known or not (a typo such
+    as `nodecount` must not pass unseen). The engine hands the program its configuration
+    in the environment; tests set it in the runtime."""
+    prefix = f"{config.name}:"
+    keys = {*runtime_config.CONFIG.get(), *runtime_config.get_config_env()}
+    return {key[len(prefix):] for key in keys if key.startswith(prefix)}
+
+
 try:
-    # Every error at once, before any resource is registered.
-    spec = build_spec({key: config.get(key) for key in SETTINGS})
-    if not spec.generates_ssh_key and config.get_secret("sshPrivateKey") is None:
-        raise ConfigError(["pgha:sshPrivateKey is not set: with sshPublicKey set, the "
-                           "matching private key is needed as a secret "
-                           "(pulumi config set --secret sshPrivateKey < key)"])
-    if spec.tls is not None and not spec.tls.generates_ca \
-            and config.get_secret("tlsCaPrivateKey") is None:
-        raise ConfigError(["pgha:tlsCaPrivateKey is not set: with tlsCaCertificate set, "
-                           "the CA's private key (PEM) is needed as a secret (pulumi "
-                           "config set --secret tlsCaPrivateKey < ca.key)"])
+    # Every error at once, before any resource is registered. The secrets' values are
+    # not read here, only whether they are set.
+    keys = stack_keys()
+    spec = build_spec({key: config.get(key) for key in keys - set(SECRET_SETTINGS)},
+                      secrets_set=keys & set(SECRET_SETTINGS))
 except ConfigError as error:
     raise SystemExit(str(error)) from None
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Mapping
 
-from components.config import BackupSettings, ClusterSpec, RestoreTarget
+from components.config import BackupSettings, ClusterSpec, RestoreTarget, parse_target_time
 from components.rendering import (USERS, _env, node_paths,  # one Jinja environment
                                   restore_marker)
 
@@ -285,7 +284,7 @@ def target_epoch(target: RestoreTarget) -> int:
     """Seconds since the epoch of a time target; 0 for the other kinds."""
     if target.kind != "time":
         return 0
-    return int(datetime.fromisoformat(target.value).timestamp())
+    return int(parse_target_time(target.value).timestamp())
 
 
 def render_restore_check_script(backup: BackupSpec, target: RestoreTarget) -> str:

@@ -6,13 +6,15 @@ from Pulumi, so validation runs (and is tested) before any resource exists.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlparse
 
 POSTGRES_PORT = 5432
@@ -154,6 +156,15 @@ SETTINGS: dict[str, Setting] = {
                               "backup repository (its stack name as `pulumi stack ls` "
                               "shows it, e.g. organization/pgha/prod), at restoreTarget "
                               "(default latest)"),
+}
+
+
+# Settings read only as Pulumi secrets (never into the spec): what each one is for.
+SECRET_SETTINGS: dict[str, str] = {
+    "sshPrivateKey": "the private key matching sshPublicKey "
+                     "(pulumi config set --secret sshPrivateKey < key)",
+    "tlsCaPrivateKey": "the private key (PEM) of tlsCaCertificate "
+                       "(pulumi config set --secret tlsCaPrivateKey < ca.key)",
 }
 
 
@@ -383,12 +394,14 @@ def _parse(key: str, raw: Any, problems: _Problems) -> Any:
         return setting.default
 
 
-def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
-    """Validate raw settings (missing keys take defaults); raise ConfigError on any problem."""
+def build_spec(raw: Mapping[str, Any],
+               secrets_set: Optional[Iterable[str]] = None) -> ClusterSpec:
+    """Validate raw settings (missing keys take defaults); raise ConfigError listing
+    every problem at once. `secrets_set`: the SECRET_SETTINGS keys the stack sets, when
+    known (the program passes them; without them the secrets are not checked)."""
     problems = _Problems()
-    unknown = sorted(set(raw) - set(SETTINGS))
-    for key in unknown:
-        problems.add(key, raw[key], "unknown setting; known: " + ", ".join(SETTINGS))
+    for key in sorted(set(raw) - set(SETTINGS)):
+        problems.append(_unknown_setting(key))
     v = {key: _parse(key, raw.get(key), problems) for key in SETTINGS}
 
     def one_of(key: str, allowed: tuple[str, ...]) -> None:
@@ -462,6 +475,8 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
     target = _check_restore_target(v, problems)
     backups = _check_backups(v, problems, target)
     clone = _check_clone(v, problems, target)
+    if secrets_set is not None:
+        _check_secrets(v, set(secrets_set), problems)
 
     if problems:
         raise ConfigError(list(problems))
@@ -493,28 +508,69 @@ def build_spec(raw: Mapping[str, Any]) -> ClusterSpec:
     )
 
 
+def _unknown_setting(key: str) -> str:
+    """The line for a key the program does not know (its value is not shown: it may be
+    a mistyped secret), with the nearest known key."""
+    known = {k.lower(): k for k in [*SETTINGS, *SECRET_SETTINGS]}
+    near = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {known[near[0]]}?" if near else \
+        "the settings are listed in Pulumi.yaml and the README"
+    return f"pgha:{key}: unknown setting; {hint}"
+
+
+def _check_secrets(v: dict, present: set[str], problems: _Problems) -> None:
+    needed = {"sshPrivateKey": bool(v["sshPublicKey"]),
+              "tlsCaPrivateKey": v["tls"] and bool(v["tlsCaCertificate"].strip())}
+    for key, need in needed.items():
+        if need and key not in present:
+            because = "sshPublicKey" if key == "sshPrivateKey" else "tlsCaCertificate"
+            problems.append(f"pgha:{key} is not set: with {because} set, the secret "
+                            f"{SECRET_SETTINGS[key]} is needed")
+
+
 # pgBackRest's own ranges per compression type.
 COMPRESS_LEVELS = {"zst": (-7, 22), "lz4": (-5, 12), "gz": (0, 9), "bz2": (1, 9)}
 # systemd calendar expressions: words, digits and these separators; systemd itself is the
 # final judge (the repository host's configure step fails on an expression it rejects).
 CALENDAR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ,.:*/~+-]{0,99}$")
 SIZE_RE = re.compile(r"^[1-9][0-9]*(KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$", re.IGNORECASE)
-TIME_TARGET_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?"
-                            r"(Z|[+-]\d{2}(:?\d{2})?)$")
+TIME_TARGET_RE = re.compile(r"^(?P<stamp>\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})"
+                            r"(?P<fraction>\.\d{1,6})?(?P<zone>Z|[+-]\d{2}(:?\d{2})?)$")
 LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 RESTORE_POINT_RE = re.compile(r"^[A-Za-z0-9_.:@+-][A-Za-z0-9_.:@+ -]{0,62}$")
 
 
+def parse_target_time(value: str) -> datetime:
+    """A time target's timestamp (TIME_TARGET_RE) as an aware datetime; ValueError for a
+    date or time that does not exist (2026-02-30, 25:61). Normalised first, because
+    Python 3.10's fromisoformat takes neither `Z`, `+00` nor 1-5 fraction digits."""
+    match = TIME_TARGET_RE.match(value)
+    if not match:
+        raise ValueError(f"not a timestamp with a zone: {value!r}")
+    stamp, fraction, zone = match.group("stamp"), match.group("fraction"), match.group("zone")
+    fraction = (fraction or ".0").ljust(7, "0")
+    if zone == "Z":
+        zone = "+00:00"
+    elif ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:] or '00'}"
+    return datetime.fromisoformat(f"{stamp}{fraction}{zone}")
+
+
 def parse_restore_target(text: str) -> RestoreTarget | None:
     """`latest`, `time:<timestamp with zone>`, `name:<restore point>` or `lsn:<lsn>`;
-    None when the text is none of these."""
+    None when the text is none of these (a time that does not exist included)."""
     if text == "latest":
         return RestoreTarget("latest")
     kind, _, value = text.partition(":")
     checks = {"time": TIME_TARGET_RE, "name": RESTORE_POINT_RE, "lsn": LSN_RE}
-    if kind in checks and checks[kind].match(value):
-        return RestoreTarget(kind, value)
-    return None
+    if kind not in checks or not checks[kind].match(value):
+        return None
+    if kind == "time":
+        try:
+            parse_target_time(value)
+        except ValueError:
+            return None
+    return RestoreTarget(kind, value)
 
 
 # Ten years: a bound that catches hours typed as days, not a recommendation.
@@ -549,7 +605,8 @@ def _check_restore_target(v: dict, problems: _Problems) -> RestoreTarget | None:
     if target is None:
         problems.add("restoreTarget", v["restoreTarget"],
                      "latest, time:<YYYY-MM-DD HH:MM:SS+zone> (e.g. time:2026-11-26 "
-                     "14:05:00+00), name:<restore point> or lsn:<X/X>")
+                     "14:05:00+00; a date and time that exist), name:<restore point> or "
+                     "lsn:<X/X>")
     elif not v["backups"] and not v["cloneFromStack"]:
         problems.add("restoreTarget", v["restoreTarget"],
                      "restores come from the backup repository: needs backups true "

@@ -82,7 +82,7 @@ def test_every_problem_is_reported_at_once_with_key_value_and_allowed():
     ({"extraCaCertificates": "junk"}, "PEM certificates"),
     ({"patroniVersion": "latest"}, "a Patroni 3.x or 4.x release"),
     ({"networkMode": "bridge"}, "allowed: nat, none"),
-    ({"bogusKey": 1}, "pgha:bogusKey = 1: unknown setting"),
+    ({"bogusKey": 1}, "pgha:bogusKey: unknown setting"),
     ({"tlsCertificateDays": 1}, "pgha:tlsCertificateDays = 1: must be 2 to 3650"),
     ({"tlsCertificateDays": 5000}, "must be 2 to 3650"),
     ({"tlsRenewalDays": 365}, "pgha:tlsRenewalDays = 365: must be at least 1 and less "
@@ -140,3 +140,44 @@ def test_example_stacks_are_valid(stack):
     raw = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
     spec = build_spec({key.split(":", 1)[1]: value for key, value in raw.items()})
     assert spec.node_count in (3, 5)
+
+
+@pytest.mark.parametrize("typo, meant", [("nodecount", "nodeCount"),
+                                         ("memoryMB", "memoryMib"),
+                                         ("watchdogmode", "watchdogMode"),
+                                         ("sshPrivatekey", "sshPrivateKey")])
+def test_a_mistyped_key_names_the_nearest_known_one_and_not_its_value(typo, meant):
+    (problem,) = problems_for(**{typo: "s3cret-value"})
+    assert problem == f"pgha:{typo}: unknown setting; did you mean {meant}?"
+
+
+@pytest.mark.parametrize("target", ["time:2026-13-45 25:61:00+00",
+                                    "time:2026-02-30 10:00:00+00",
+                                    "time:2026-11-26 24:00:00Z"])
+def test_a_restore_time_that_does_not_exist_is_refused_before_anything(target):
+    (problem,) = problems_for(backups=True, restoreTarget=target)
+    assert problem.startswith(f"pgha:restoreTarget = {target!r}: latest, time:")
+
+
+@pytest.mark.parametrize("target, epoch", [
+    ("time:2026-11-26 14:05:00+00", 1795701900),
+    ("time:2026-11-26T14:05:00Z", 1795701900),
+    ("time:2026-11-26 15:35:00.5+0130", 1795701900),
+    ("time:2026-11-26 09:05:00-05:00", 1795701900)])
+def test_every_time_target_form_the_readme_allows_is_read_the_same(target, epoch):
+    from components.backup import target_epoch
+    spec = build_spec({"backups": True, "restoreTarget": target})
+    assert target_epoch(spec.backups.restore_target) == epoch
+
+
+def test_missing_secrets_are_reported_with_every_other_problem():
+    with pytest.raises(ConfigError) as excinfo:
+        build_spec({"sshPublicKey": "ssh-ed25519 AAAAkey me", "tlsCaCertificate":
+                    "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+                    "nodeCount": 4}, secrets_set=set())
+    problems = excinfo.value.problems
+    assert any(p.startswith("pgha:nodeCount = 4") for p in problems), problems
+    assert any(p.startswith("pgha:sshPrivateKey is not set") for p in problems), problems
+    assert any(p.startswith("pgha:tlsCaPrivateKey is not set") for p in problems), problems
+    # Set: nothing to report.
+    build_spec({"sshPublicKey": "ssh-ed25519 AAAAkey me"}, secrets_set={"sshPrivateKey"})

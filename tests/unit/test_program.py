@@ -187,6 +187,23 @@ def test_invalid_config_fails_with_the_message_and_creates_nothing():
     assert monitor.registrations == []
 
 
+def test_a_mistyped_key_in_the_stack_stops_the_program_before_anything_is_created():
+    # __main__.py reads every key of the namespace, not only the known ones.
+    with pytest.raises(SystemExit) as excinfo:
+        run_program({"nodecount": 5, "memoryMB": 4096})
+    message = str(excinfo.value)
+    assert "pgha:nodecount: unknown setting; did you mean nodeCount?" in message
+    assert "pgha:memoryMB: unknown setting; did you mean memoryMib?" in message
+    assert pulumi.runtime.settings.SETTINGS.monitor.registrations == []
+
+
+def test_a_missing_secret_is_reported_together_with_the_other_problems():
+    with pytest.raises(SystemExit) as excinfo:
+        run_program({"sshPublicKey": "ssh-ed25519 AAAAkey me", "ttl": 10})
+    message = str(excinfo.value)
+    assert "pgha:sshPrivateKey is not set" in message and "pgha:ttl = 10" in message
+
+
 def test_existing_network_and_qemu_domains():
     prog = run_program({"networkName": "lab", "domainType": "qemu",
                         "adminCidrs": ["192.168.122.0/24"]})
