@@ -113,6 +113,8 @@ SETTINGS: dict[str, Setting] = {
                         "inbound only what the cluster needs"),
     "adminCidrs": Setting("list", [], "CIDRs SSH and the REST API are reached from; "
                           "empty: the network the program creates"),
+    "openToAnyAddress": Setting("bool", False, "acknowledge that clientCidrs or adminCidrs "
+                                "admit every address (0.0.0.0/0); refused otherwise"),
     "tls": Setting("bool", True, "TLS for PostgreSQL and Patroni's REST API (clients "
                    "verify the server); false only for debugging: all in plain text"),
     "tlsCertificateDays": Setting("int", 365, "lifetime of each node's server certificate "
@@ -458,6 +460,12 @@ def build_spec(raw: Mapping[str, Any],
                     problems.add(key, cidr, "an IPv4 CIDR (the cluster is IPv4 only)")
             except ValueError:
                 problems.add(key, cidr, "a CIDR such as 10.0.0.0/24")
+    for key, what in (("clientCidrs", "PostgreSQL"), ("adminCidrs", "SSH and the REST API")):
+        anywhere = [c for c in v[key] if _is_every_address(c)]
+        if anywhere and not v["openToAnyAddress"]:
+            problems.add(key, anywhere, f"opens {what} to every address; list the "
+                         f"networks that need it, or set pgha:openToAnyAddress true to "
+                         f"mean it")
     if v["firewall"] and v["networkName"] and not v["adminCidrs"]:
         problems.add("adminCidrs", v["adminCidrs"], "with networkName and the firewall on, "
                      "the networks SSH and the REST API are reached from (the program "
@@ -506,6 +514,13 @@ def build_spec(raw: Mapping[str, Any],
         health_timeout_seconds=v["healthTimeoutSeconds"], tls=tls, backups=backups,
         clone=clone,
     )
+
+
+def _is_every_address(cidr: Any) -> bool:
+    try:
+        return ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
+    except ValueError:
+        return False  # reported as not a CIDR
 
 
 def _unknown_setting(key: str) -> str:

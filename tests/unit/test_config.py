@@ -124,13 +124,18 @@ def test_valid_edge_values_are_accepted(tmp_path):
     assert spec.cpu_mode == "" and spec.image_source == str(image)
 
 
-def test_every_setting_is_declared_in_pulumi_yaml():
+def test_every_setting_is_declared_in_pulumi_yaml_as_the_program_knows_it():
+    # SETTINGS is the source; Pulumi.yaml must say the same: type, default, description.
     import yaml
     from tests.conftest import REPO
     declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
     assert set(declared) == set(SETTINGS)
+    types = {"str": "string", "int": "integer", "bool": "boolean", "object": "object",
+             "list": "array"}
     for key, setting in SETTINGS.items():
-        assert declared[key]["default"] == setting.default, key
+        items = {"items": {"type": "string"}} if setting.kind == "list" else {}
+        assert declared[key] == {"type": types[setting.kind], "default": setting.default,
+                                 "description": setting.description, **items}, key
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -181,3 +186,12 @@ def test_missing_secrets_are_reported_with_every_other_problem():
     assert any(p.startswith("pgha:tlsCaPrivateKey is not set") for p in problems), problems
     # Set: nothing to report.
     build_spec({"sshPublicKey": "ssh-ed25519 AAAAkey me"}, secrets_set={"sshPrivateKey"})
+
+
+@pytest.mark.parametrize("key", ["clientCidrs", "adminCidrs"])
+def test_every_address_needs_an_explicit_acknowledgement(key):
+    (problem,) = problems_for(**{key: ["10.1.0.0/16", "0.0.0.0/0"]})
+    assert problem.startswith(f"pgha:{key} = ['0.0.0.0/0']: opens ")
+    assert "pgha:openToAnyAddress true" in problem
+    spec = build_spec({key: ["0.0.0.0/0"], "openToAnyAddress": True})
+    assert "0.0.0.0/0" in (spec.hba_cidrs if key == "clientCidrs" else spec.admin_cidrs)
