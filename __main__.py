@@ -5,6 +5,7 @@ from pulumi.runtime import config as runtime_config
 from components import backup, clone
 from components.cluster import PatroniCluster, PatroniClusterArgs
 from components.config import SECRET_SETTINGS, ConfigError, build_spec
+from components.tls import ca_file_name
 
 config = pulumi.Config()
 
@@ -53,8 +54,10 @@ pulumi.export("patronictl", cluster.node_ips.apply(
     lambda ips: f"{ssh_to(next(iter(ips.values())))} "
                 f"sudo -u postgres patronictl -c /etc/patroni/patroni.yml list"))
 if spec.tls is not None:
-    # Public: clients save it where the DSNs' sslrootcert points (tls.ca_file_name).
+    # Public: clients save it where the DSNs' sslrootcert points, the file named by
+    # caCertificateFile (the README's connect lines read both).
     pulumi.export("caCertificate", cluster.ca_certificate)
+    pulumi.export("caCertificateFile", ca_file_name(spec))
 pulumi.export("knownHosts", cluster.known_hosts)
 pulumi.export("sshPrivateKey", cluster.ssh_private_key)
 pulumi.export("passwords", cluster.passwords)

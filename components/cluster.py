@@ -175,9 +175,13 @@ class PatroniCluster(pulumi.ComponentResource):
         self.rest_urls = self.node_ips.apply(
             lambda ips: {n: f"{scheme}://{ip}:{RESTAPI_PORT}" for n, ip in ips.items()})
         self.ssh_private_key = pulumi.Output.secret(ssh_private_key)
-        self.known_hosts = pulumi.Output.all(
-            self.node_ips, *[host_keys[n].public_key_openssh for n in names]).apply(
-            lambda v: "".join(f"{v[0][n]} {key.strip()}\n" for n, key in zip(names, v[1:])))
+        # Every host an output tells the user to reach over SSH: the nodes and the
+        # repository.
+        hosts = [(vms[n].ip, host_keys[n].public_key_openssh) for n in names]
+        if repository is not None:
+            hosts.append((repository.ip, repository.host_public_key))
+        self.known_hosts = pulumi.Output.all(*[part for host in hosts for part in host]).apply(
+            lambda v: "".join(f"{ip} {key.strip()}\n" for ip, key in zip(v[::2], v[1::2])))
         self.register_outputs({
             "nodeIps": self.node_ips, "leader": self.leader,
             "dsnReadWrite": self.dsn_read_write, "dsnReadOnly": self.dsn_read_only,

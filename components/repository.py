@@ -63,6 +63,8 @@ class BackupRepository(pulumi.ComponentResource):
             vcpus=1, memory_mib=settings.repo_memory_mib,
             data_disk_gib=settings.repo_disk_gib), opts=child)
         self.ip = self.vm.ip
+        # Pinned by every step's connection, and listed in the stack's knownHosts.
+        self.host_public_key = host_key.public_key_openssh
         self.connection = ssh_connection(spec, self.vm, args.ssh_private_key,
                                          host_key.public_key_openssh)
         # For steps that also run when deleted (the admissions of nodes added by scaling).

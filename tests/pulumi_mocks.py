@@ -112,6 +112,12 @@ class Program:
     def invokes_of(self, token):
         return [args for tok, args in self.monitor.invokes if tok == token]
 
+    def stack_outputs(self) -> dict[str, Any]:
+        """What __main__.py exported (pulumi.export), resolved."""
+        root = pulumi.runtime.settings.get_root_resource()
+        return {name: self.resolve(pulumi.Output.from_input(value))
+                for name, value in root.outputs.items()}
+
     def resolve(self, output: pulumi.Output) -> Any:
         return pulumi.runtime.sync_await._sync_await(output.future())
 
