@@ -224,7 +224,10 @@ def render_configure_script(spec: ClusterSpec, node: NodeSpec, addresses: Mappin
                    patroni_yml=render_patroni_yml(spec, node, addresses, secrets,
                                                   backup=backup, bootstrap=bootstrap),
                    unit=render_unit(spec), flush_unit=render_raft_flush_unit(spec),
-                   apply_dcs_py=_render("apply-dcs.py.j2", paths=paths).rstrip("\n"))
+                   apply_dcs_py=_render("apply-dcs.py.j2", paths=paths).rstrip("\n"),
+                   tool_py=MEMBERSHIP_TOOL.read_text(),
+                   raft_command=_render("pgha-raft.sh.j2", paths=paths,
+                                        tool="/usr/local/lib/pgha/raft-membership.py"))
 
 
 def restore_marker(paths: NodePaths) -> str:

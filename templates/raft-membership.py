@@ -4,6 +4,9 @@ forgotten by Raft. Run with Patroni's own Python (pysyncobj, PyYAML) as root or 
     python raft-membership.py --config /etc/patroni/patroni.yml join
     python raft-membership.py --config /etc/patroni/patroni.yml handover --candidates a,b,c
     python raft-membership.py --config /etc/patroni/patroni.yml forget --address IP:PORT --name N
+    python raft-membership.py --config /etc/patroni/patroni.yml status
+
+(`pgha-raft status` on a node: the configure step installs it there.)
 
 Every secret (the Raft password, the REST API's password) is read from patroni.yml,
 a file only root and postgres can read: none is on a command line or in the output.
@@ -197,6 +200,17 @@ def forget(node, address, name, timeout):
          lambda: name not in {m["name"] for m in node.cluster()}, timeout)
 
 
+def show_status(node):
+    """This member's Raft status as pysyncobj reports it (the Raft leader, the term, and
+    each other member and whether this one is connected to it), `key: value` lines."""
+    status = node.status(node.self_addr)
+    if status is None:
+        print(f"{node.self_addr}: no answer (is Patroni running?)")
+        sys.exit(1)
+    for key in sorted(status):
+        print(f"{key}: {status[key]}")
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
@@ -208,9 +222,12 @@ def main(argv):
     gone = commands.add_parser("forget")
     gone.add_argument("--address", required=True)
     gone.add_argument("--name", required=True)
+    commands.add_parser("status")
     args = parser.parse_args(argv)
     node = Node(args.config)
-    if args.command == "join":
+    if args.command == "status":
+        show_status(node)
+    elif args.command == "join":
         join(node, args.timeout)
     elif args.command == "handover":
         handover(node, args.candidates.split(","), args.timeout)

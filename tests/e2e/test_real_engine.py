@@ -86,6 +86,13 @@ def libvirt_ids(deployment) -> dict[str, str]:
     return {r["urn"]: r.get("id") for r in deployment.deployment["resources"]
             if r["type"].startswith("libvirt:index/")}
 
+def libvirt_objects(lab) -> set[str]:
+    """Every domain and network in the lab's private libvirtd, by kind and name."""
+    return {f"{kind.split()[0]}:{name}"
+            for kind in ("list --all --name", "net-list --all --name")
+            for name in lab.virsh(*kind.split()).split()}
+
+
 def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_path):
     from pulumi import automation as auto
 
@@ -114,6 +121,8 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
                 "httpProxy": f"http://{gateway}:3128",
                 "pythonIndexUrl": f"http://{gateway}:8080/simple/"}
     in_lab(stack.set_all_config, {f"pgha:{k}": auto.ConfigValue(v) for k, v in settings.items()})
+    # Everything in the private libvirtd before the stack: what the lab itself defined.
+    before = libvirt_objects(lab)
     try:
         t0 = time.monotonic()
         up = in_lab(stack.up, on_output=print, color="never")
@@ -182,7 +191,7 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         in_lab(stack.workspace.remove_stack, stack.name)
         engine.shutdown()
         print(timings.table())
-    left = [line for kind in ("list --all --name", "net-list --all --name")
-            for line in lab.virsh(*kind.split()).split() if line.startswith(lab.prefix)]
+    # Whatever the names: every domain and network the stack left in the lab's libvirtd.
+    left = sorted(libvirt_objects(lab) - before)
     left += [p.name for p in lab.pool_dir.iterdir()] if lab.pool_dir else []
     assert left == [], left

@@ -902,10 +902,12 @@ class Cluster:
         return run(cmd, check=check, timeout=timeout, cwd="/")
 
     def raft_status(self, name: str) -> dict[str, str]:
+        """Member `name`'s Raft status, through the program's own `pgha-raft status` (the
+        membership tool, which reads the Raft password from patroni.yml)."""
         node = self.nodes[name]
-        proc = run(["ip", "netns", "exec", node.ns,
-                    str(self.runtime.venv / "bin" / "syncobj_admin"), "-conn",
-                    f"{node.ip}:5010", "-pass", self.secrets.raft_password, "-status"],
+        _, rendering = _product()
+        proc = run(["ip", "netns", "exec", node.ns, str(self.runtime.venv / "bin" / "python"),
+                    str(rendering.MEMBERSHIP_TOOL), "--config", node.paths.config, "status"],
                    timeout=30)
         out = {}
         for line in proc.stdout.splitlines():

@@ -430,3 +430,15 @@ def test_membership_steps_act_only_on_their_own_verb_and_read_secrets_from_the_n
     assert 'config["raft"]' in tool and 'rest.get("authentication")' in tool
     assert "print(" not in tool.split("def join", 1)[0]  # the class prints nothing
     assert not any(membership.is_elastic(n) for n in spec.nodes[:membership.MIN_NODES])
+
+
+def test_configure_installs_pgha_raft_which_reads_the_raft_password_from_patroni_yml():
+    files = installed_files(SCRIPTS["rocky8-default/configure"])
+    assert files["/usr/local/lib/pgha/raft-membership.py"] == (
+        "0644", rendering.MEMBERSHIP_TOOL.read_text())
+    mode, wrapper = files["/usr/local/sbin/pgha-raft"]
+    paths = rendering.node_paths(spec_and_addresses("rocky8-default")[0])
+    assert mode == "0755"
+    assert f"exec {paths.venv}/bin/python /usr/local/lib/pgha/raft-membership.py " \
+           f"--config {paths.config} \"$@\"" in wrapper
+    assert "raft-pw" not in wrapper
