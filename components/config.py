@@ -27,6 +27,15 @@ FIRST_NODE_OFFSET = 10
 REPOSITORY_NAME = "repository"
 REPOSITORY_OFFSET = -1
 MIN_MEMORY_MIB = 1024
+# A bound that catches a typo (MiB read as KiB), not a sizing advice: 1 TiB per VM.
+MAX_MEMORY_MIB = 1024 * 1024
+# libvirt's `default` network: on most hosts already, so a created network must not
+# overlap it.
+LIBVIRT_DEFAULT_NETWORK = ipaddress.ip_network("192.168.122.0/24")
+# Private by Python's reckoning, yet no network for VMs.
+UNUSABLE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "192.0.0.0/24", "192.0.2.0/24",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4"))
 MIN_DISK_GIB = 8
 SUPPORTED_POSTGRES = range(13, 19)
 # Debian 12 ships PostgreSQL 15; Rocky 8's AppStream modules lag behind PGDG.
@@ -426,6 +435,9 @@ def build_spec(raw: Mapping[str, Any],
                      "starting with a letter, at most 31 characters (a hostname)")
     at_least("vcpus", 1)
     at_least("memoryMib", MIN_MEMORY_MIB, " (PostgreSQL + Patroni)")
+    if v["memoryMib"] > MAX_MEMORY_MIB:
+        problems.add("memoryMib", v["memoryMib"], f"at most {MAX_MEMORY_MIB} (1 TiB; the "
+                     f"value is in MiB: 8192 is 8 GiB)")
     at_least("diskGib", MIN_DISK_GIB)
     one_of("osFamily", tuple(DEFAULT_IMAGES))
     _check_image(v["baseImage"], problems)
@@ -654,9 +666,9 @@ def _check_backups(v: dict, problems: _Problems,
                      "a size such as 2GiB or 512MiB")
     if v["backupRepoDiskGib"] < 4:
         problems.add("backupRepoDiskGib", v["backupRepoDiskGib"], "must be at least 4")
-    if v["backupRepoMemoryMib"] < 512:
+    if not 512 <= v["backupRepoMemoryMib"] <= MAX_MEMORY_MIB:
         problems.add("backupRepoMemoryMib", v["backupRepoMemoryMib"],
-                     "must be at least 512")
+                     f"must be 512 to {MAX_MEMORY_MIB} (MiB)")
     if not v["backups"]:
         return None
     return BackupSettings(
@@ -727,6 +739,15 @@ def _check_network(v: dict, problems: _Problems) -> None:
     if net.version != 4:
         problems.add("networkCidr", v["networkCidr"], "must be IPv4")
         return
+    if net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+        problems.add("networkCidr", v["networkCidr"],
+                     f"overlaps libvirt's own default network ({LIBVIRT_DEFAULT_NETWORK}, "
+                     f"present on most hosts); pick another private range, e.g. "
+                     f"192.168.130.0/24")
+    elif not net.is_private or any(net.overlaps(r) for r in UNUSABLE_NETWORKS):
+        problems.add("networkCidr", v["networkCidr"],
+                     "a private range the VMs can own (10.0.0.0/8, 172.16.0.0/12 or "
+                     "192.168.0.0/16); not loopback, link-local, multicast or reserved")
     needed = FIRST_NODE_OFFSET + int(v["nodeCount"] or 0) + 1
     if net.num_addresses < needed:
         problems.add("networkCidr", v["networkCidr"],

@@ -195,3 +195,26 @@ def test_every_address_needs_an_explicit_acknowledgement(key):
     assert "pgha:openToAnyAddress true" in problem
     spec = build_spec({key: ["0.0.0.0/0"], "openToAnyAddress": True})
     assert "0.0.0.0/0" in (spec.hba_cidrs if key == "clientCidrs" else spec.admin_cidrs)
+
+
+@pytest.mark.parametrize("cidr, says", [
+    ("192.168.122.0/24", "overlaps libvirt's own default network"),
+    ("192.168.0.0/16", "overlaps libvirt's own default network"),
+    ("127.0.0.0/24", "a private range the VMs can own"),
+    ("169.254.10.0/24", "a private range the VMs can own"),
+    ("8.8.8.0/24", "a private range the VMs can own"),
+    ("198.18.0.0/24", "a private range the VMs can own")])
+def test_a_created_network_must_be_a_private_range_of_its_own(cidr, says):
+    (problem,) = problems_for(networkCidr=cidr)
+    assert problem.startswith(f"pgha:networkCidr = {cidr!r}: {says}")
+
+
+def test_an_existing_network_is_not_checked_against_the_created_ones_ranges():
+    build_spec({"networkName": "lab", "networkCidr": "192.168.122.0/24",
+                "adminCidrs": ["192.168.122.0/24"]})
+
+
+@pytest.mark.parametrize("key", ["memoryMib", "backupRepoMemoryMib"])
+def test_memory_read_as_kib_is_refused(key):
+    (problem,) = problems_for(**{key: 8388608})
+    assert problem.startswith(f"pgha:{key} = 8388608: ")
