@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlparse
 
+from components.calendar import calendar_problem
+
 POSTGRES_PORT = 5432
 RESTAPI_PORT = 8008
 RAFT_PORT = 5010
@@ -557,9 +559,6 @@ def _check_secrets(v: dict, present: set[str], problems: _Problems) -> None:
 
 # pgBackRest's own ranges per compression type.
 COMPRESS_LEVELS = {"zst": (-7, 22), "lz4": (-5, 12), "gz": (0, 9), "bz2": (1, 9)}
-# systemd calendar expressions: words, digits and these separators; systemd itself is the
-# final judge (the repository host's configure step fails on an expression it rejects).
-CALENDAR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ,.:*/~+-]{0,99}$")
 SIZE_RE = re.compile(r"^[1-9][0-9]*(KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$", re.IGNORECASE)
 TIME_TARGET_RE = re.compile(r"^(?P<stamp>\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})"
                             r"(?P<fraction>\.\d{1,6})?(?P<zone>Z|[+-]\d{2}(:?\d{2})?)$")
@@ -648,9 +647,10 @@ def _check_backups(v: dict, problems: _Problems,
     if v["backupRetentionFull"] < 1 or v["backupRetentionFull"] > 100:
         problems.add("backupRetentionFull", v["backupRetentionFull"], "must be 1 to 100")
     for key in ("backupFullSchedule", "backupDiffSchedule"):
-        if not CALENDAR_RE.match(v[key]):
-            problems.add(key, v[key], "a systemd calendar expression such as "
-                         "'Sun *-*-* 01:00:00' or 'daily'" +
+        problem = None if v[key] == "none" else calendar_problem(v[key])
+        if problem:
+            problems.add(key, v[key], f"a systemd calendar expression such as "
+                         f"'Sun *-*-* 01:00:00' or 'daily' ({problem})" +
                          ("; none: no differential backups" if "Diff" in key else ""))
     if v["backupFullSchedule"] == "none":
         problems.add("backupFullSchedule", "none", "full backups cannot be turned off")

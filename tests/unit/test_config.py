@@ -218,3 +218,10 @@ def test_an_existing_network_is_not_checked_against_the_created_ones_ranges():
 def test_memory_read_as_kib_is_refused(key):
     (problem,) = problems_for(**{key: 8388608})
     assert problem.startswith(f"pgha:{key} = 8388608: ")
+
+
+def test_a_backup_schedule_systemd_would_refuse_is_refused_before_anything():
+    (problem,) = problems_for(backupFullSchedule="every sunday at 1")
+    assert problem.startswith("pgha:backupFullSchedule = 'every sunday at 1': a systemd "
+                              "calendar expression")
+    build_spec({"backupDiffSchedule": "none", "backupFullSchedule": "weekly"})
