@@ -731,6 +731,13 @@ def _check_network(v: dict, problems: _Problems) -> None:
         return
     if v["networkMode"] not in ("nat", "none"):
         problems.add("networkMode", v["networkMode"], "allowed: nat, none")
+    elif v["networkMode"] == "none" and not v["httpProxy"] and not v["baseImage"]:
+        # An image of the user's own may carry a mirror on that network; the official
+        # cloud images know only the distributions' repositories on the Internet.
+        problems.add("networkMode", "none", "an isolated network has no route to any "
+                     "package repository: set httpProxy (a proxy the VMs reach on that "
+                     "network; pythonIndexUrl for a wheelhouse), a baseImage whose "
+                     "package sources are on that network, or use networkMode nat")
     try:
         net = ipaddress.ip_network(v["networkCidr"], strict=False)
     except ValueError:

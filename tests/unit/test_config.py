@@ -225,3 +225,9 @@ def test_a_backup_schedule_systemd_would_refuse_is_refused_before_anything():
     assert problem.startswith("pgha:backupFullSchedule = 'every sunday at 1': a systemd "
                               "calendar expression")
     build_spec({"backupDiffSchedule": "none", "backupFullSchedule": "weekly"})
+
+
+def test_an_isolated_network_without_a_proxy_is_refused():
+    (problem,) = problems_for(networkMode="none")
+    assert problem.startswith("pgha:networkMode = 'none': an isolated network has no route")
+    build_spec({"networkMode": "none", "httpProxy": "http://10.0.0.1:3128"})

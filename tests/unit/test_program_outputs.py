@@ -58,3 +58,44 @@ def test_every_host_an_output_sends_the_user_to_is_in_known_hosts():
         assert known.get(host) == "ssh-ed25519", (command, sorted(known))
     assert outputs["backupRepositoryHost"] in known
     assert len(known) == 6  # five nodes and the repository
+
+
+def shipped_stacks() -> list[str]:
+    return sorted(p.name.split(".")[1] for p in REPO.glob("Pulumi.*.yaml"))
+
+
+def test_every_shipped_stack_file_runs_through_the_program():
+    assert {"dev", "prod"} <= set(shipped_stacks())
+    for stack in shipped_stacks():
+        settings = stack_settings(stack)
+        prog = (run_with_backups if settings.get("backups") else run_program)(settings)
+        outputs = prog.stack_outputs()
+        assert len(outputs["nodeIps"]) == settings.get("nodeCount", 3), stack
+
+
+def config_set_lines(block: str) -> dict:
+    """The settings a block's `pulumi config set [--path] KEY VALUE` lines make."""
+    settings: dict = {}
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:3] != ["pulumi", "config", "set"]:
+            continue
+        path = "--path" in words
+        key, value = [w for w in words[3:] if not w.startswith("--")]
+        key = key.removeprefix("pgha:")
+        if path and key.endswith("]"):  # a list element: adminCidrs[0]
+            name = key.split("[")[0]
+            settings.setdefault(name, []).append(value)
+        else:
+            settings[key] = value
+    return settings
+
+
+def test_the_clone_walkthrough_as_typed_is_valid_and_reaches_the_prod_stacks_network():
+    from components.config import build_spec
+    typed = config_set_lines(readme_block("pgha:cloneFromStack"))
+    prod = build_spec(stack_settings("prod"))
+    clone = build_spec(typed)
+    assert clone.network_name == prod.libvirt_prefix
+    assert clone.postgres_version == prod.postgres_version
+    assert clone.clone is not None
