@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring a stack up on a local file state backend (no Pulumi Cloud account):
-#   tools/up.sh [STACK] [extra `pulumi up` flags]
+#   tools/up.sh [STACK] [extra `pulumi up` flags, e.g. --yes to skip the question]
 # State goes to ~/.pgha/state; the passphrase that encrypts its secrets is generated once
 # into ~/.pgha/passphrase (mode 0600). Keep both: without them the stack is unmanageable.
 # Before anything is created it checks what `pulumi up` needs on this machine and prints
@@ -74,4 +74,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 pulumi stack select --create "$stack"
-pulumi up --yes --stack "$stack" "$@"
+# As `pulumi up` itself: the preview first, then the question (unless you passed --yes).
+pulumi up --stack "$stack" "$@"

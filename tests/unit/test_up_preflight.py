@@ -6,19 +6,20 @@ import textwrap
 from tests.conftest import REPO
 
 
-def run_up(tmp_path, stubs: dict[str, str]):
+def run_up(tmp_path, stubs: dict[str, str], extra: list[str] = ()):
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     for name, body in stubs.items():
         path = bin_dir / name
         path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
         path.chmod(0o755)
     # Only basic tools besides the stubs: the machine's own pulumi, virsh etc. stay hidden.
-    for tool in ("sed", "grep", "head", "tr", "dirname", "sh", "cat"):
+    for tool in ("sed", "grep", "head", "tr", "dirname", "sh", "cat", "install", "base64",
+                 "python3"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
-    return subprocess.run([shutil.which("bash"), str(REPO / "tools/up.sh"), "dev"], env=env, text=True,
-                          capture_output=True, timeout=60)
+    return subprocess.run([shutil.which("bash"), str(REPO / "tools/up.sh"), "dev", *extra],
+                          env=env, text=True, capture_output=True, timeout=120)
 
 
 def test_everything_missing_is_listed_with_its_fix_and_nothing_is_created(tmp_path):
@@ -41,3 +42,18 @@ def test_a_missing_storage_pool_is_named_with_the_commands_that_create_it(tmp_pa
     assert p.returncode == 1
     (line,) = [x for x in p.stderr.splitlines() if x.startswith("  - ")]
     assert "storage pool 'default' does not exist" in line and "pool-define-as default" in line
+
+
+def test_up_shows_the_preview_and_asks_unless_the_user_passes_yes(tmp_path):
+    plugins = "".join(f"{n}  resource  {v}  1 MB\n" for n, v in (
+        ("command", "1.2.1"), ("libvirt", "0.5.4"), ("random", "4.21.4"), ("tls", "5.6.2")))
+    calls = tmp_path / "pulumi-calls"
+    stubs = {"pulumi": f'[ "$1 $2" = "plugin ls" ] && printf "{plugins}"; '
+                       f'echo "$*" >> {calls}; exit 0\n',
+             "genisoimage": "exit 0\n", "virsh": "exit 0\n"}
+    for extra, asks in (([], True), (["--yes"], False)):
+        calls.unlink(missing_ok=True)
+        p = run_up(tmp_path / ("yes" if extra else "ask"), stubs, extra)
+        assert p.returncode == 0, p.stderr
+        (up,) = [c for c in calls.read_text().splitlines() if c.startswith("up ")]
+        assert up.startswith("up --stack dev") and ("--yes" not in up) == asks, up
