@@ -2,7 +2,7 @@
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components import backup, clone
+from components import backup, clone, fixed_settings
 from components.cluster import PatroniCluster, PatroniClusterArgs
 from components.config import SECRET_SETTINGS, ConfigError, build_spec
 from components.tls import ca_file_name
@@ -19,12 +19,29 @@ def stack_keys() -> set[str]:
     return {key[len(prefix):] for key in keys if key.startswith(prefix)}
 
 
+def last_fixed_settings() -> dict:
+    """The fixed settings this stack's last run recorded (its own outputs, read through
+    the engine as a stack reference would), or {} for a new stack."""
+    name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    try:
+        result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": name})
+    except Exception as error:  # noqa: BLE001 - the engine's error, shown as a warning
+        pulumi.log.warn(f"could not read this stack's last outputs ({error}); changes of "
+                        f"settings fixed at creation are not checked on this run")
+        return {}
+    outputs = (result.value or {}).get("outputs") or {}
+    return dict(outputs.get(fixed_settings.OUTPUT) or {})
+
+
 try:
     # Every error at once, before any resource is registered. The secrets' values are
     # not read here, only whether they are set.
     keys = stack_keys()
     spec = build_spec({key: config.get(key) for key in keys - set(SECRET_SETTINGS)},
                       secrets_set=keys & set(SECRET_SETTINGS))
+    refused = fixed_settings.refused_changes(last_fixed_settings(), spec)
+    if refused:
+        raise ConfigError(refused)
 except ConfigError as error:
     raise SystemExit(str(error)) from None
 
@@ -59,6 +76,8 @@ if spec.tls is not None:
     pulumi.export("caCertificate", cluster.ca_certificate)
     pulumi.export("caCertificateFile", ca_file_name(spec))
 pulumi.export("knownHosts", cluster.known_hosts)
+# Read back by the next run (last_fixed_settings): what a live cluster cannot change.
+pulumi.export(fixed_settings.OUTPUT, fixed_settings.record(spec))
 pulumi.export("sshPrivateKey", cluster.ssh_private_key)
 pulumi.export("passwords", cluster.passwords)
 if spec.backups is not None:

@@ -1,0 +1,169 @@
+"""Settings a live cluster cannot change: every setting is classified, a change of a fixed
+one is refused before any resource (the program reads its own stack's last outputs), and
+every in-place one passes."""
+import pulumi
+import pytest
+
+from components import fixed_settings
+from components.config import SECRET_SETTINGS, SETTINGS, build_spec
+from tests.unit.test_program_backups import Mocks
+from tests.pulumi_mocks import run_program
+
+USER_CA = ("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+BASE = {"backups": True}
+
+
+class LiveStackMocks(Mocks):
+    """A stack whose last run exported `fixedSettings` (what the engine's
+    readStackOutputs returns for it)."""
+
+    def __init__(self, last_outputs: dict):
+        super().__init__()
+        self.last_outputs = last_outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "pulumi:pulumi:readStackOutputs":
+            return {"name": args.args["name"], "outputs": self.last_outputs,
+                    "secretOutputNames": []}
+        return super().call(args)
+
+
+def previous(settings: dict) -> dict:
+    return {fixed_settings.OUTPUT: fixed_settings.record(build_spec(settings))}
+
+
+def test_every_setting_is_classified_as_fixed_or_changeable_in_place():
+    fixed, in_place = set(fixed_settings.FIXED), set(fixed_settings.IN_PLACE)
+    assert not fixed & in_place
+    assert fixed | in_place == set(SETTINGS)
+    assert not set(SECRET_SETTINGS) & (fixed | in_place)
+
+
+# A new value for each fixed setting that is valid on its own (with BASE), so only the
+# comparison with the live cluster can refuse it.
+FIXED_CHANGES = {
+    "libvirtUri": "qemu+ssh://root@hv2/system",
+    "domainType": "qemu",
+    "cpuMode": "host-model",
+    "vcpus": 4,
+    "memoryMib": 4096,
+    "diskGib": 40,
+    "namePrefix": "pg",
+    "osFamily": "debian12",
+    "baseImage": "https://images.example/other.qcow2",
+    "storagePool": "fast",
+    "networkName": "lab",
+    "networkCidr": "10.77.0.0/24",
+    "networkMode": "none",
+    "sshUser": "admin",
+    "sshPublicKey": "ssh-ed25519 AAAAother me",
+    "clusterName": "other",
+    "namespace": "/other/",
+    "postgresVersion": 16,
+    "postgresSource": "distro",
+    "tls": False,
+    "tlsCaCertificate": USER_CA,
+    "backups": False,
+    "backupEncrypt": False,
+    "backupRepoDiskGib": 100,
+    "backupRepoMemoryMib": 2048,
+    "cloneFromStack": "organization/pgha/prod",
+}
+# What a change needs besides the new value to be valid on its own.
+COMPANIONS = {
+    "networkName": {"adminCidrs": ["192.168.122.0/24"]},
+    "networkMode": {"httpProxy": "http://proxy:3128"},
+    "postgresSource": {"osFamily": "debian12", "postgresVersion": 15},
+}
+
+
+def test_the_fixed_changes_cover_every_fixed_setting():
+    assert set(FIXED_CHANGES) == set(fixed_settings.FIXED)
+
+
+@pytest.mark.parametrize("key", sorted(FIXED_CHANGES))
+def test_a_change_of_a_fixed_setting_is_refused_naming_it(key):
+    changed = build_spec({**BASE, **COMPANIONS.get(key, {}), key: FIXED_CHANGES[key]})
+    problems = fixed_settings.refused_changes(previous(BASE)[fixed_settings.OUTPUT],
+                                              changed)
+    (line,) = [p for p in problems if p.startswith(f"pgha:{key} ")]
+    assert "cannot change in place" in line and fixed_settings.FIXED[key].why in line
+    assert "Set " in line and " back" in line
+
+
+def test_the_program_refuses_a_new_postgres_version_on_a_live_stack_before_any_resource():
+    with pytest.raises(SystemExit) as excinfo:
+        run_program({**BASE, "postgresVersion": 16}, LiveStackMocks(previous(BASE)))
+    message = str(excinfo.value)
+    assert "pgha:postgresVersion = '16': the live cluster was created with '14'" in message
+    assert "Set it back to '14'" in message
+    # Nothing but the stack itself (reading its outputs registers it, as every run does).
+    registered = pulumi.runtime.settings.SETTINGS.monitor.registrations
+    assert [r.type for r in registered] == ["pulumi:pulumi:Stack"]
+
+
+def test_the_program_asks_the_engine_for_its_own_stack():
+    prog = run_program(BASE, LiveStackMocks(previous(BASE)))
+    (args,) = prog.invokes_of("pulumi:pulumi:readStackOutputs")
+    assert args["name"].endswith("/pgha/test")
+
+
+def test_the_program_exports_what_the_next_run_compares():
+    prog = run_program(BASE, Mocks())
+    exported = prog.stack_outputs()[fixed_settings.OUTPUT]
+    assert exported == previous(BASE)[fixed_settings.OUTPUT]
+    # Keys are recorded as digests, not in the clear.
+    keyed = run_program({**BASE, "sshPublicKey": "ssh-ed25519 AAAAkey me",
+                         "sshPrivateKey": "k"}, Mocks()).stack_outputs()
+    assert keyed[fixed_settings.OUTPUT]["sshPublicKey"].startswith("sha256:")
+    assert "AAAAkey" not in str(keyed[fixed_settings.OUTPUT])
+
+
+def test_a_new_stack_and_a_stack_recorded_before_the_check_are_not_compared():
+    run_program({**BASE, "postgresVersion": 16}, LiveStackMocks({}))
+    old_record = {k: v for k, v in previous(BASE)[fixed_settings.OUTPUT].items()
+                  if k != "postgresVersion"}
+    run_program({**BASE, "postgresVersion": 16},
+                LiveStackMocks({fixed_settings.OUTPUT: old_record}))
+
+
+IN_PLACE_CHANGES = {
+    "nodeCount": 5, "patroniVersion": "4.0.7", "ttl": 40, "loopWait": 5,
+    "retryTimeout": 8, "maximumLagOnFailover": 0, "synchronousMode": False,
+    "watchdogMode": "automatic", "watchdogSafetyMargin": 10,
+    "postgresParameters": {"work_mem": "16MB"}, "clientCidrs": ["10.9.0.0/16"],
+    "firewall": False, "adminCidrs": ["10.8.0.0/24"], "openToAnyAddress": True,
+    "tlsCertificateDays": 90, "tlsRenewalDays": 10, "nodeTags": {"srv3": {"nosync": True}},
+    "httpProxy": "http://proxy:3128", "extraCaCertificates": USER_CA,
+    "pythonIndexUrl": "http://pypi.local/simple", "healthTimeoutSeconds": 600,
+    "backupRetentionFull": 4, "backupFullSchedule": "Sat *-*-* 02:00:00",
+    "backupDiffSchedule": "", "backupCompressType": "lz4", "backupCompressLevel": 1,
+    "backupArchiveQueueMax": "4GiB", "restoreTarget": "latest",
+}
+
+
+def test_the_in_place_changes_cover_every_changeable_setting():
+    assert set(IN_PLACE_CHANGES) == set(fixed_settings.IN_PLACE)
+
+
+@pytest.mark.parametrize("key", sorted(IN_PLACE_CHANGES))
+def test_a_change_of_an_in_place_setting_passes(key):
+    changed = build_spec({**BASE, key: IN_PLACE_CHANGES[key]})
+    assert fixed_settings.refused_changes(previous(BASE)[fixed_settings.OUTPUT],
+                                          changed) == []
+
+
+@pytest.mark.parametrize("before, after", [
+    ({}, {"backups": True}),  # turning backups on creates the repository
+    ({"cloneFromStack": "organization/pgha/prod"}, {}),  # a clone detached from its source
+])
+def test_the_one_way_changes_that_are_allowed(before, after):
+    assert fixed_settings.refused_changes(previous(before)[fixed_settings.OUTPUT],
+                                          build_spec(after)) == []
+
+
+def test_turning_backups_off_is_refused_because_it_deletes_them():
+    problems = fixed_settings.refused_changes(previous(BASE)[fixed_settings.OUTPUT],
+                                              build_spec({}))
+    assert [p for p in problems if p.startswith("pgha:backups = 'false'")]
+    assert all("repository" in p or "backup" in p for p in problems)
