@@ -7,6 +7,7 @@ from Pulumi, so validation runs (and is tested) before any resource exists.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -14,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlparse
 
@@ -60,7 +62,10 @@ PATRONI_TAGS = {"nofailover": bool, "noloadbalance": bool, "clonefrom": bool,
                 "nosync": bool, "failover_priority": int}
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")
 HOSTNAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-PG_PARAM_RE = re.compile(r"^[a-z_][a-z0-9_.]*$")
+PG_PARAM_RE = re.compile(r"^[a-z_][a-z0-9_.]*$", re.IGNORECASE)
+# Every parameter name each major version's server knows (pg_settings of a real server,
+# recorded by tools/postgres-parameter-names.py).
+PG_PARAMETER_NAMES_FILE = Path(__file__).with_name("postgres_parameters.json")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,2}$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -466,7 +471,7 @@ def build_spec(raw: Mapping[str, Any],
     _check_timing(v, problems)
     at_least("maximumLagOnFailover", 0)
     one_of("watchdogMode", ("off", "automatic", "required"))
-    _check_parameters(v["postgresParameters"], problems)
+    _check_parameters(v["postgresParameters"], v["postgresVersion"], problems)
     for key in ("clientCidrs", "adminCidrs"):
         for cidr in v[key]:
             try:
@@ -796,12 +801,26 @@ def _check_timing(v: dict, problems: _Problems) -> None:
         problems.add("watchdogSafetyMargin", margin, f"must be between 0 and ttl-1 ({ttl - 1})")
 
 
-def _check_parameters(params: dict, problems: _Problems) -> None:
+@functools.cache
+def postgres_parameter_names(version: int) -> frozenset[str]:
+    """The parameter names PostgreSQL `version` knows (lowercase); empty if unknown."""
+    names = json.loads(PG_PARAMETER_NAMES_FILE.read_text())
+    return frozenset(names.get(str(version), ()))
+
+
+def _check_parameters(params: dict, version: Any, problems: _Problems) -> None:
+    known = postgres_parameter_names(version) if isinstance(version, int) else frozenset()
     for name, value in params.items():
         if not PG_PARAM_RE.match(name):
             problems.add("postgresParameters", name, "a PostgreSQL parameter name")
-        elif name in MANAGED_PG_PARAMETERS:
+        elif name.lower() in MANAGED_PG_PARAMETERS:
             problems.add("postgresParameters", name, "managed by the program; not settable")
+        elif known and "." not in name and name.lower() not in known:
+            near = difflib.get_close_matches(name.lower(), sorted(known), n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            problems.add("postgresParameters", name,
+                         f"not a PostgreSQL {version} parameter{hint} (an extension's "
+                         f"settings are named prefix.name)")
         if isinstance(value, (dict, list)) or value is None:
             problems.add("postgresParameters", f"{name}={value!r}",
                          "values are strings, numbers or booleans")

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from components.config import SETTINGS, ConfigError, build_spec
@@ -231,3 +233,38 @@ def test_an_isolated_network_without_a_proxy_is_refused():
     (problem,) = problems_for(networkMode="none")
     assert problem.startswith("pgha:networkMode = 'none': an isolated network has no route")
     build_spec({"networkMode": "none", "httpProxy": "http://10.0.0.1:3128"})
+
+
+@pytest.mark.parametrize("version, name, hint", [
+    (14, "shared_bufers", "did you mean shared_buffers?"),
+    (16, "max_conections", "did you mean max_connections?"),
+    # Removed in PostgreSQL 15, so a stack on 15 cannot carry it over unnoticed.
+    (15, "stats_temp_directory", "not a PostgreSQL 15 parameter"),
+    (14, "wal_keep_segments", "not a PostgreSQL 14 parameter"),
+])
+def test_a_misspelt_or_removed_postgres_parameter_is_refused(version, name, hint):
+    problems = problems_for(postgresParameters=json.dumps({name: "1"}),
+                            postgresVersion=version)
+    (line,) = [p for p in problems if name in p]
+    assert line.startswith(f"pgha:postgresParameters = '{name}'") and hint in line
+
+
+@pytest.mark.parametrize("version, names", [
+    # Names `postgres --describe-config` leaves out, an old alias, mixed case, and an
+    # extension's setting (prefix.name: whatever the extension defines).
+    (14, {"application_name": "x", "zero_damaged_pages": "off", "sort_mem": "4MB",
+          "DateStyle": "ISO, MDY", "pg_stat_statements.max": 1000}),
+    (13, {"wal_keep_size": "1GB"}),
+    (18, {"io_method": "worker", "ssl_ecdh_curve": "prime256v1"}),
+])
+def test_every_parameter_the_server_knows_is_accepted(version, names):
+    spec = build_spec({"postgresParameters": json.dumps(names), "postgresVersion": version})
+    assert dict(spec.postgres_parameters) == names
+
+
+def test_the_recorded_parameter_names_cover_every_supported_version():
+    from components.config import SUPPORTED_POSTGRES, postgres_parameter_names
+    for version in SUPPORTED_POSTGRES:
+        names = postgres_parameter_names(version)
+        assert {"shared_buffers", "work_mem", "application_name"} <= names, version
+        assert len(names) > 300, version
