@@ -22,6 +22,53 @@ stack_setting() {  # KEY DEFAULT: the stack file's value, else the default
   echo "${value:-$2}"
 }
 
+overlapping_route() {  # CIDR < `ip -o -4 route` lines: the first route that overlaps it
+  python3 -c '
+import ipaddress, sys
+wanted = ipaddress.ip_network(sys.argv[1], strict=False)
+for line in sys.stdin:
+    fields = line.split()
+    if not fields or fields[0] == "default":
+        continue
+    try:
+        if ipaddress.ip_network(fields[0], strict=False).overlaps(wanted):
+            print(" ".join(fields[:3]))
+            break
+    except ValueError:
+        continue
+' "$1"
+}
+
+host_checks() {  # URI: what only the libvirt host knows (its memory, its routes)
+  local uri=$1 nodes memory wanted total_kib cidr network route
+  nodes=$(stack_setting nodeCount 3)
+  memory=$(stack_setting memoryMib 2048)
+  if [[ $nodes =~ ^[0-9]+$ && $memory =~ ^[0-9]+$ ]]; then
+    wanted=$((nodes * memory))
+    if [ "$(stack_setting backups false)" = true ]; then
+      wanted=$((wanted + $(stack_setting backupRepoMemoryMib 1024)))
+    fi
+    total_kib=$(virsh -c "$uri" nodeinfo 2>/dev/null | sed -n 's/^Memory size: *\([0-9]*\) KiB.*/\1/p')
+    if [ -n "$total_kib" ] && [ $((wanted * 1024)) -gt "$total_kib" ]; then
+      problem "the stack's VMs need ${wanted} MiB (pgha:nodeCount ${nodes} x pgha:memoryMib ${memory}, plus the backup repository's if on) but the libvirt host has $((total_kib / 1024)) MiB in all: lower pgha:memoryMib"
+    fi
+  fi
+  # A created network must not overlap one this host already routes (a LAN, a VPN,
+  # another libvirt network): only checkable where libvirt runs on this machine.
+  if [ -n "$(stack_setting networkName '')" ] || [[ $uri != qemu:///* ]]; then
+    return
+  fi
+  cidr=$(stack_setting networkCidr 192.168.130.0/24)
+  network="pgha-$(stack_setting clusterName pg-raft)"
+  if virsh -c "$uri" net-info "$network" >/dev/null 2>&1; then
+    return  # the stack's own network, from an earlier up: its route is expected
+  fi
+  route=$(ip -o -4 route show 2>/dev/null | overlapping_route "$cidr" 2>/dev/null || true)
+  if [ -n "$route" ]; then
+    problem "pgha:networkCidr ${cidr} overlaps a network this host already routes (${route}): set pgha:networkCidr to a free private range"
+  fi
+}
+
 preflight() {
   if ! command -v pulumi >/dev/null 2>&1; then
     problem "pulumi is not on PATH: install the Pulumi CLI (https://www.pulumi.com/docs/install/)"
@@ -51,6 +98,8 @@ preflight() {
     problem "cannot reach libvirt at $uri: is libvirtd running, and are you root or in the libvirt group (sudo usermod -aG libvirt \$USER, then log in again)?"
   elif ! virsh -c "$uri" pool-info "$pool" >/dev/null 2>&1; then
     problem "libvirt storage pool '$pool' does not exist at $uri: virsh -c $uri pool-define-as $pool dir --target /var/lib/libvirt/images && virsh -c $uri pool-build $pool && virsh -c $uri pool-start $pool && virsh -c $uri pool-autostart $pool"
+  else
+    host_checks "$uri"
   fi
 }
 
