@@ -255,7 +255,7 @@ def test_rendered_scripts_pass_shellcheck(script_id):
 def test_scripts_are_strict_and_never_trace_or_print_secrets(script_id):
     script = SCRIPTS[script_id]
     assert script.startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in script and "set -x" not in script and "-euxo" not in script
+    assert "set -Eeuo pipefail" in script and "set -x" not in script and "-euxo" not in script
     # The whole script is parsed before it runs, so commands cannot eat the rest of stdin.
     assert script.rstrip().endswith(("main </dev/null", 'main "$@" </dev/null'))
     for secret in ("repl-pw", "rewind-pw", "rest-pw", "raft-pw", "su-pw", "node-key-pw"):
@@ -442,3 +442,22 @@ def test_configure_installs_pgha_raft_which_reads_the_raft_password_from_patroni
     assert f"exec {paths.venv}/bin/python /usr/local/lib/pgha/raft-membership.py " \
            f"--config {paths.config} \"$@\"" in wrapper
     assert "raft-pw" not in wrapper
+
+
+def test_a_failing_command_in_a_step_names_its_line_status_and_text(tmp_path):
+    """What ends the error `pulumi up` shows for a failed step (pulumi-command appends
+    the step's output to it): the failing command as written, inside a function too."""
+    script = rendering._env.from_string(
+        '#!/usr/bin/env bash\n{% include "_lib.sh.j2" %}\n'
+        'check_disk() {\n  test -d "$missing_dir"\n}\n'
+        'main() {\n  echo step output\n  missing_dir=/nonexistent/pgha\n  check_disk\n'
+        '  echo never\n}\nmain </dev/null\n').render()
+    result = subprocess.run(["bash", "-s"], input=script, text=True, capture_output=True)
+    assert result.returncode == 1 and "never" not in result.stdout
+    line = script.splitlines().index('  test -d "$missing_dir"') + 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'pgha: failed with exit status 1 at line {line}: test -d "$missing_dir"')
+    # A command whose failure is handled (if, ||) is no failure.
+    handled = script.replace("  check_disk\n", "  check_disk || echo handled\n")
+    result = subprocess.run(["bash", "-s"], input=handled, text=True, capture_output=True)
+    assert result.returncode == 0 and "pgha: failed" not in result.stderr
