@@ -16,8 +16,8 @@ from pulumi_command import local
 from components import backup, clone, firewall, health, membership, rendering
 from components.certificates import ClusterCa
 from components.config import RESTAPI_PORT, ClusterSpec
-from components.provisioner import (DELETE_DIAL_LIMIT, NodeBackupArgs, NodeProvisioner,
-                                    NodeProvisionerArgs, remote_step, ssh_connection)
+from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
+                                    deleting_ssh_connection, remote_step)
 from components.repository import BackupRepository, BackupRepositoryArgs
 from components.vm import LibvirtNode, LibvirtNodeArgs
 
@@ -198,8 +198,8 @@ class PatroniCluster(pulumi.ComponentResource):
         (components/membership.py for the order); `started` is each node's last start
         step. Returns the joins."""
         def deleting(node_name: str):
-            return _deleting_connection(spec, vms[node_name], ssh_private_key,
-                                        host_keys[node_name])
+            return deleting_ssh_connection(spec, vms[node_name], ssh_private_key,
+                                           host_keys[node_name].public_key_openssh)
         first = spec.nodes[0].name
         core = [vms[n] for n in membership.core_names(spec)]
         # A node joins once every node's firewall admits it to the Raft port.
@@ -238,12 +238,11 @@ class PatroniCluster(pulumi.ComponentResource):
         starts, deleted only after Raft forgot the node. By node name."""
         if not spec.firewall:
             return {}
-        hosts = {n: _deleting_connection(spec, vms[n], ssh_private_key, host_keys[n])
-                 for n in vms}
-        if repository is not None:
-            hosts["repository"] = repository.deleting_connection
+        hosts = {n: deleting_ssh_connection(spec, vms[n], ssh_private_key,
+                                            host_keys[n].public_key_openssh) for n in vms}
         after = {n: [vm] for n, vm in vms.items()}
         if repository is not None:
+            hosts["repository"] = repository.deleting_connection
             after["repository"] = [repository.vm]
         admissions: dict[str, list[pulumi.Resource]] = {}
         for node in spec.nodes:
@@ -311,16 +310,6 @@ class PatroniCluster(pulumi.ComponentResource):
             f"{name}-{key.replace('_', '-')}", length=32, special=False,
             opts=pulumi.ResourceOptions(parent=self)).result) for key in PASSWORDS}
         return pulumi.Output.all(**values).apply(lambda v: rendering.ClusterSecrets(**v))
-
-
-def _deleting_connection(spec: ClusterSpec, vm: LibvirtNode,
-                         ssh_private_key: pulumi.Input[str],
-                         host_key: tls.PrivateKey):
-    """A connection for a step that also runs when deleted: it gives up on a node that
-    does not answer (about 5 min) instead of dialling for ever, so that the error
-    reaches the user."""
-    return ssh_connection(spec, vm, ssh_private_key, host_key.public_key_openssh,
-                          dial_error_limit=DELETE_DIAL_LIMIT)
 
 
 def _leader_from_gate(stdout: str) -> str:

@@ -31,6 +31,15 @@ def ssh_connection(spec: ClusterSpec, vm: LibvirtNode, ssh_private_key: pulumi.I
                                  per_dial_timeout=15)
 
 
+def deleting_ssh_connection(spec: ClusterSpec, vm: LibvirtNode,
+                            ssh_private_key: pulumi.Input[str],
+                            host_public_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+    """For a step that also runs when deleted: it gives up on a node that does not answer
+    (about 5 min) instead of dialling for ever, so that the error reaches the user."""
+    return ssh_connection(spec, vm, ssh_private_key, host_public_key,
+                          dial_error_limit=DELETE_DIAL_LIMIT)
+
+
 def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Input[str],
                 parent: pulumi.Resource, after: Sequence[pulumi.Resource],
                 triggers: Optional[list] = None, holds_secrets: bool = False,

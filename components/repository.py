@@ -16,7 +16,8 @@ import pulumi_tls as tls
 from components import backup, clone, firewall, membership, rendering
 from components.certificates import TlsIdentity
 from components.config import ClusterSpec
-from components.provisioner import DELETE_DIAL_LIMIT, remote_step, ssh_connection, vm_steps
+from components.provisioner import (deleting_ssh_connection, remote_step, ssh_connection,
+                                    vm_steps)
 from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
 
 # Long enough never to surprise anyone; an `up` in the last 30 days renews a certificate
@@ -68,9 +69,8 @@ class BackupRepository(pulumi.ComponentResource):
         self.connection = ssh_connection(spec, self.vm, args.ssh_private_key,
                                          host_key.public_key_openssh)
         # For steps that also run when deleted (the admissions of nodes added by scaling).
-        self.deleting_connection = ssh_connection(spec, self.vm, args.ssh_private_key,
-                                                  host_key.public_key_openssh,
-                                                  dial_error_limit=DELETE_DIAL_LIMIT)
+        self.deleting_connection = deleting_ssh_connection(spec, self.vm, args.ssh_private_key,
+                                                           host_key.public_key_openssh)
         self.spec_output = self.ip.apply(
             lambda ip: backup.backup_spec(settings, spec.cluster_name, ip))
 

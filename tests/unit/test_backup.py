@@ -245,7 +245,7 @@ def test_backup_scripts_pass_shellcheck_are_strict_and_hold_no_plain_secret(scri
     result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
                             input=script, text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
-    assert script.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in script
+    assert script.startswith("#!/usr/bin/env bash\n") and "set -Eeuo pipefail" in script
     assert script.rstrip().endswith("main </dev/null") and "set -x" not in script
     # Secrets travel base64-encoded inside heredocs only, never printed.
     assert "secret-key-material" not in script and PASSPHRASE not in script
