@@ -93,54 +93,91 @@ def libvirt_objects(lab) -> set[str]:
             for name in lab.virsh(*kind.split()).split()}
 
 
+class RealStack:
+    """A stack of this program on the lab's private libvirtd, driven through
+    pulumi.automation from a thread inside the lab's namespace (see the module's doc)."""
+
+    def __init__(self, lab, image, tmp_path, **extra: str):
+        from pulumi import automation as auto
+        self.auto, self.lab = auto, lab
+        self.engine = netns.executor(lab.netns, workers=1)
+        env = {"PULUMI_BACKEND_URL": f"file://{tmp_path}/state",
+               "PULUMI_CONFIG_PASSPHRASE": secrets.token_hex(16),
+               "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+               "PULUMI_SKIP_UPDATE_CHECK": "true"}
+        (tmp_path / "state").mkdir()
+        self.stack = self.run(auto.create_or_select_stack, stack_name=f"e2e{lab.run_id}",
+                              work_dir=str(REPO), opts=auto.LocalWorkspaceOptions(env_vars=env))
+        gateway = lab.gateway
+        self.settings = {
+            "clusterName": f"e2e{lab.run_id}", "libvirtUri": lab.host.uri,
+            "osFamily": "debian12", "postgresSource": "distro", "postgresVersion": "15",
+            "domainType": "qemu", "vcpus": "1", "memoryMib": "1024", "diskGib": "8",
+            "networkMode": "none", "networkCidr": lab.network_cidr,
+            "baseImage": str(image), "storagePool": f"{lab.prefix}-pool",
+            "httpProxy": f"http://{gateway}:3128",
+            "pythonIndexUrl": f"http://{gateway}:8080/simple/", **extra}
+        self.set(**self.settings)
+
+    def run(self, call, *args, **kwargs):
+        return self.engine.submit(call, *args, **kwargs).result()
+
+    def set(self, **settings: str) -> None:
+        self.run(self.stack.set_all_config,
+                 {f"pgha:{k}": self.auto.ConfigValue(v) for k, v in settings.items()})
+
+    def up(self, **kwargs):
+        return self.run(self.stack.up, on_output=print, color="never", **kwargs)
+
+    def preview(self, **kwargs):
+        return self.run(self.stack.preview, on_output=print, color="never", **kwargs)
+
+    def outputs(self) -> dict:
+        return {k: v.value for k, v in self.run(self.stack.outputs).items()}
+
+    def cluster(self, timings, tmp_path):
+        """The lab's view of the cluster the stack's outputs describe now."""
+        from tests.vm.cluster import VmCluster
+        from tests.vm.plan import Plan
+        from tests.vm.remote import Ssh
+        outputs = self.outputs()
+        plan = Plan(program=None, settings={**self.settings, "postgresVersion": 15,
+                                            "nodeCount": len(outputs["nodeIps"])},
+                    network={}, volumes=[], seeds={}, domains={
+                        n: {"name": f"pgha-{self.settings['clusterName']}-{n}",
+                            "networkInterfaces": [{"addresses": [ip]}]}
+                        for n, ip in outputs["nodeIps"].items()},
+                    steps={}, health_probe="", outputs=outputs)
+        return VmCluster(plan, self.lab, Ssh(self.lab.netns, tmp_path / "ssh"), timings,
+                         tmp_path)
+
+    def destroy(self, timings) -> None:
+        t0 = time.monotonic()
+        self.run(self.stack.destroy, on_output=print, color="never")
+        timings.add("real: destroy", time.monotonic() - t0)
+        self.run(self.stack.workspace.remove_stack, self.stack.name)
+        self.engine.shutdown()
+
+
 def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_path):
-    from pulumi import automation as auto
-
-    from tests.vm.cluster import VmCluster, Timings
-    from tests.vm.plan import Plan
-    from tests.vm.remote import Ssh
+    from tests.vm.cluster import Timings
     lab, image = real_lab
-    engine = netns.executor(lab.netns, workers=1)
-
-    def in_lab(call, *args, **kwargs):
-        return engine.submit(call, *args, **kwargs).result()
-    env = {"PULUMI_BACKEND_URL": f"file://{tmp_path}/state",
-           "PULUMI_CONFIG_PASSPHRASE": secrets.token_hex(16),
-           "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-           "PULUMI_SKIP_UPDATE_CHECK": "true"}
-    (tmp_path / "state").mkdir()
-    stack = in_lab(auto.create_or_select_stack, stack_name=f"e2e{lab.run_id}",
-                   work_dir=str(REPO), opts=auto.LocalWorkspaceOptions(env_vars=env))
+    real = RealStack(lab, image, tmp_path)
+    stack, in_lab, auto = real.stack, real.run, real.auto
     timings = Timings()
-    gateway = lab.gateway
-    settings = {"clusterName": f"e2e{lab.run_id}", "libvirtUri": lab.host.uri,
-                "osFamily": "debian12", "postgresSource": "distro", "postgresVersion": "15",
-                "domainType": "qemu", "vcpus": "1", "memoryMib": "1024", "diskGib": "8",
-                "networkMode": "none", "networkCidr": lab.network_cidr,
-                "baseImage": str(image), "storagePool": f"{lab.prefix}-pool",
-                "httpProxy": f"http://{gateway}:3128",
-                "pythonIndexUrl": f"http://{gateway}:8080/simple/"}
-    in_lab(stack.set_all_config, {f"pgha:{k}": auto.ConfigValue(v) for k, v in settings.items()})
     # Everything in the private libvirtd before the stack: what the lab itself defined.
     before = libvirt_objects(lab)
     try:
         t0 = time.monotonic()
-        up = in_lab(stack.up, on_output=print, color="never")
+        up = real.up()
         timings.add("real: pulumi up (3 VMs)", time.monotonic() - t0)
         outputs = {k: v.value for k, v in up.outputs.items()}
         t0 = time.monotonic()
-        preview = in_lab(stack.preview, expect_no_changes=True, on_output=print,
-                         color="never")
+        preview = real.preview(expect_no_changes=True)
         timings.add("real: no-op preview", time.monotonic() - t0)
         assert set(preview.change_summary) == {"same"}, preview.change_summary
 
-        plan = Plan(program=None, settings={**settings, "postgresVersion": 15},
-                    network={}, volumes=[], seeds={}, domains={
-                        n: {"name": f"pgha-{settings['clusterName']}-{n}",
-                            "networkInterfaces": [{"addresses": [ip]}]}
-                        for n, ip in outputs["nodeIps"].items()},
-                    steps={}, health_probe="", outputs=outputs)
-        cluster = VmCluster(plan, lab, Ssh(lab.netns, tmp_path / "ssh"), timings, tmp_path)
+        cluster = real.cluster(timings, tmp_path)
         cluster.sql(cluster.dsn("dsnReadWrite"), "CREATE TABLE e2e (v text)")
         cluster.sql(cluster.dsn("dsnReadWrite"), "INSERT INTO e2e VALUES ('real')")
         cluster.wait_for("the row through dsnReadOnly", lambda: cluster.sql(
@@ -185,13 +222,74 @@ def test_real_pulumi_up_preview_change_failover_refresh_destroy(real_lab, tmp_pa
         timings.add("real: refresh", time.monotonic() - t0)
         in_lab(stack.preview, expect_no_changes=True, on_output=print, color="never")
     finally:
-        t0 = time.monotonic()
-        in_lab(stack.destroy, on_output=print, color="never")
-        timings.add("real: destroy", time.monotonic() - t0)
-        in_lab(stack.workspace.remove_stack, stack.name)
-        engine.shutdown()
+        real.destroy(timings)
         print(timings.table())
     # Whatever the names: every domain and network the stack left in the lab's libvirtd.
+    left = sorted(libvirt_objects(lab) - before)
+    left += [p.name for p in lab.pool_dir.iterdir()] if lab.pool_dir else []
+    assert left == [], left
+
+
+def postmaster_starts(cluster, names) -> dict[str, str]:
+    """When each node's PostgreSQL last started (Patroni's /patroni): a VM reset by its
+    watchdog, or any restart, changes it."""
+    return {n: cluster.rest(n, "/patroni")["postmaster_start_time"] for n in names}
+
+
+def test_real_scaling_with_backups_in_one_run_each_and_fixed_settings(real_lab, tmp_path):
+    """nodeCount 3 -> 5 -> 3 with backups on (a fourth VM, the repository) and the
+    watchdog required, each change one `pulumi up` that completes: the first three keep
+    their leader and never restart (no softdog reset, no unplanned failover), the row
+    written before is on every node after, `preview` proposes no change after each
+    step. Also: a changed postgresVersion is refused by `preview` before anything, naming
+    the setting and the version the cluster has, and `preview --diff` prints the health
+    line."""
+    from tests.vm.cluster import Timings
+    lab, image = real_lab
+    real = RealStack(lab, image, tmp_path, backups="true", backupRepoMemoryMib="768",
+                     backupRepoDiskGib="8", watchdogMode="required")
+    timings = Timings()
+    before = libvirt_objects(lab)
+    core = ["srv1", "srv2", "srv3"]
+    try:
+        t0 = time.monotonic()
+        real.up()
+        timings.add("real: pulumi up (3 VMs + repository)", time.monotonic() - t0)
+        real.preview(expect_no_changes=True)
+
+        # A setting fixed at creation: refused by the program before any resource.
+        real.set(postgresVersion="16")
+        with pytest.raises(real.auto.errors.CommandError) as refused:
+            real.preview()
+        assert ("pgha:postgresVersion = '16': the live cluster was created with '15'"
+                in str(refused.value)), str(refused.value)[-2000:]
+        real.set(postgresVersion="15")
+        diff = real.preview(diff=True, expect_no_changes=True)
+        assert "pgha health: cluster healthy" in diff.stdout + diff.stderr, (
+            diff.stdout[-2000:], diff.stderr[-2000:])
+
+        cluster = real.cluster(timings, tmp_path)
+        cluster.sql(cluster.dsn("dsnReadWrite"), "CREATE TABLE e2e (v text)")
+        cluster.sql(cluster.dsn("dsnReadWrite"), "INSERT INTO e2e VALUES ('before scaling')")
+        leader = cluster.wait_for("the leader", cluster.leader, 60)
+        starts = postmaster_starts(cluster, core)
+
+        for count, members in (("5", core + ["srv4", "srv5"]), ("3", core)):
+            real.set(nodeCount=count)
+            t0 = time.monotonic()
+            real.up()  # one run: an exception here is the failure issue 19 describes
+            timings.add(f"real: nodeCount -> {count}", time.monotonic() - t0)
+            real.preview(expect_no_changes=True)
+            cluster = real.cluster(timings, tmp_path)
+            assert sorted(cluster.members()) == members
+            assert cluster.leader() == leader, "the leader changed during scaling"
+            assert postmaster_starts(cluster, core) == starts, "a node restarted"
+            for name in members:
+                cluster.wait_for(f"the row on {name}", lambda n=name: cluster.sql(
+                    cluster.node_dsn(n), "SELECT v FROM e2e") == [("before scaling",)], 120)
+    finally:
+        real.destroy(timings)
+        print(timings.table())
     left = sorted(libvirt_objects(lab) - before)
     left += [p.name for p in lab.pool_dir.iterdir()] if lab.pool_dir else []
     assert left == [], left
