@@ -799,6 +799,14 @@ def _check_timing(v: dict, problems: _Problems) -> None:
     margin = v["watchdogSafetyMargin"]
     if margin < 0 or margin >= ttl:
         problems.add("watchdogSafetyMargin", margin, f"must be between 0 and ttl-1 ({ttl - 1})")
+    elif v["watchdogMode"] != "off" and ttl - margin < loop_wait + retry:
+        # Patroni keeps the watchdog alive once per HA loop, and a loop may wait up to
+        # retryTimeout for the DCS before its loopWait sleep: a shorter watchdog timeout
+        # resets a healthy leader.
+        problems.add("watchdogSafetyMargin", margin,
+                     f"leaves the watchdog ttl - watchdogSafetyMargin = {ttl - margin} s, "
+                     f"less than one slow HA loop (loopWait + retryTimeout = "
+                     f"{loop_wait + retry} s); at most {ttl - loop_wait - retry}")
 
 
 @functools.cache

@@ -61,6 +61,9 @@ def test_every_problem_is_reported_at_once_with_key_value_and_allowed():
     ({"networkCidr": "not-a-cidr"}, "an IPv4 CIDR"),
     ({"loopWait": 10, "retryTimeout": 15, "ttl": 30}, "loopWait + 2*retryTimeout = 40"),
     ({"watchdogSafetyMargin": 30}, "pgha:watchdogSafetyMargin = 30"),
+    ({"watchdogSafetyMargin": 15}, "pgha:watchdogSafetyMargin = 15: leaves the watchdog "
+                                   "ttl - watchdogSafetyMargin = 15 s, less than one slow HA "
+                                   "loop (loopWait + retryTimeout = 20 s); at most 10"),
     ({"watchdogMode": "on"}, "allowed: off, automatic, required"),
     ({"baseImage": "/nonexistent/rocky.qcow2"}, "no such file on this machine"),
     ({"baseImage": "ftp://example.org/x.qcow2"}, "an http(s):// URL or a local qcow2 path"),
