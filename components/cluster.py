@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import pulumi
-import pulumi_libvirt as libvirt
 import pulumi_random as random
 import pulumi_tls as tls
 from pulumi_command import local
@@ -19,7 +18,7 @@ from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
                                     deleting_ssh_connection, remote_step)
 from components.repository import BackupRepository, BackupRepositoryArgs
-from components.vm import LibvirtNode, LibvirtNodeArgs
+from components.vm import LibvirtNode, LibvirtNodeArgs, libvirt_host
 
 PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
              "restapi_password", "raft_password")
@@ -58,21 +57,9 @@ class PatroniCluster(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:PatroniCluster", name, None, opts)
         spec = args.spec
-        provider = libvirt.Provider(f"{name}-libvirt", uri=spec.libvirt_uri,
-                                    opts=pulumi.ResourceOptions(parent=self))
-        infra = pulumi.ResourceOptions(parent=self, provider=provider)
-
-        network_id = None
-        if spec.creates_network:
-            network = libvirt.Network(
-                f"{name}-network", name=spec.libvirt_prefix, mode=spec.network_mode,
-                addresses=[spec.network_cidr], autostart=True,
-                dhcp=libvirt.NetworkDhcpArgs(enabled=True),
-                dns=libvirt.NetworkDnsArgs(enabled=True, local_only=True), opts=infra)
-            network_id = network.id
-        base_volume = libvirt.Volume(
-            f"{name}-base-image", name=f"{spec.libvirt_prefix}-base.qcow2",
-            pool=spec.storage_pool, source=spec.image_source, format="qcow2", opts=infra)
+        host = libvirt_host(name, spec, parent=self)
+        infra = host.options
+        network_id = host.network_id
 
         ssh_public_key, ssh_private_key = self._ssh_key(name, args)
         secrets = self._passwords(name)
@@ -86,7 +73,7 @@ class PatroniCluster(pulumi.ComponentResource):
                                                   algorithm="ED25519",
                                                   opts=pulumi.ResourceOptions(parent=self))
             vms[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
-                spec=spec, node=node, base_volume_id=base_volume.id, network_id=network_id,
+                spec=spec, node=node, base_volume_id=host.base_volume_id, network_id=network_id,
                 ssh_public_key=ssh_public_key,
                 host_private_key=pulumi.Output.secret(
                     host_keys[node.name].private_key_openssh),
@@ -99,7 +86,7 @@ class PatroniCluster(pulumi.ComponentResource):
         repository = restore_check = None
         if spec.backups is not None:
             repository = BackupRepository(f"{name}-repository", BackupRepositoryArgs(
-                spec=spec, base_volume_id=base_volume.id, network_id=network_id,
+                spec=spec, base_volume_id=host.base_volume_id, network_id=network_id,
                 ssh_public_key=ssh_public_key, ssh_private_key=ssh_private_key,
                 addresses=self.node_ips), opts=infra)
             self.repository_ip = repository.ip

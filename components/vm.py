@@ -1,4 +1,6 @@
-"""One cluster node's virtual machine: overlay disk, cloud-init seed and libvirt domain."""
+"""Everything libvirt: the host's shared pieces (provider, network, base image) and each
+node's virtual machine (overlay disk, cloud-init seed, domain). pulumi-libvirt is
+deprecated upstream; no other module imports it, so a successor replaces this one file."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +18,34 @@ DATA_DISK_DEVICE = "/dev/vdb"
 # Provisioning a VM under emulation can take many minutes; libvirt's default is 5. The
 # Domain resource has no update timeout (setting one only earns a warning on every run).
 DOMAIN_TIMEOUTS = pulumi.CustomTimeouts(create="30m", delete="10m")
+
+
+@dataclass
+class LibvirtHost:
+    """What every VM of the stack shares on its libvirt host."""
+    options: pulumi.ResourceOptions  # the provider, for the VMs' resources
+    network_id: Optional[pulumi.Output[str]]  # None on a network the program does not own
+    base_volume_id: pulumi.Output[str]
+
+
+def libvirt_host(name: str, spec: ClusterSpec, parent: pulumi.Resource) -> LibvirtHost:
+    """The provider for spec.libvirt_uri, the network the program creates (unless the
+    stack names an existing one) and the base image volume the nodes' disks overlay."""
+    provider = libvirt.Provider(f"{name}-libvirt", uri=spec.libvirt_uri,
+                                opts=pulumi.ResourceOptions(parent=parent))
+    infra = pulumi.ResourceOptions(parent=parent, provider=provider)
+    network_id = None
+    if spec.creates_network:
+        network = libvirt.Network(
+            f"{name}-network", name=spec.libvirt_prefix, mode=spec.network_mode,
+            addresses=[spec.network_cidr], autostart=True,
+            dhcp=libvirt.NetworkDhcpArgs(enabled=True),
+            dns=libvirt.NetworkDnsArgs(enabled=True, local_only=True), opts=infra)
+        network_id = network.id
+    base_volume = libvirt.Volume(
+        f"{name}-base-image", name=f"{spec.libvirt_prefix}-base.qcow2",
+        pool=spec.storage_pool, source=spec.image_source, format="qcow2", opts=infra)
+    return LibvirtHost(options=infra, network_id=network_id, base_volume_id=base_volume.id)
 
 
 @dataclass
