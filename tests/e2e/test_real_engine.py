@@ -259,7 +259,7 @@ def test_real_scaling_with_backups_in_one_run_each_and_fixed_settings(real_lab, 
 
         # A setting fixed at creation: refused by the program before any resource.
         real.set(postgresVersion="16")
-        with pytest.raises(real.auto.errors.CommandError) as refused:
+        with pytest.raises(real.auto.CommandError) as refused:
             real.preview()
         assert ("pgha:postgresVersion = '16': the live cluster was created with '15'"
                 in str(refused.value)), str(refused.value)[-2000:]
