@@ -5,7 +5,14 @@ from pulumi.runtime import config as runtime_config
 from components import backup, clone, fixed_settings
 from components.cluster import PatroniCluster, PatroniClusterArgs
 from components.config import SECRET_SETTINGS, ConfigError, build_spec
+from components.shutdown import exit_quietly_when_interrupted
 from components.tls import ca_file_name
+
+if __name__ == "__main__":
+    # Run by the engine (tests run the file under mocks, whose Ctrl-C must still reach
+    # pytest's cleanup): a failed step's error, not a page of Python traceback, ends a
+    # failed `pulumi up`.
+    exit_quietly_when_interrupted()
 
 config = pulumi.Config()
 
