@@ -26,6 +26,11 @@ def stack_keys() -> set[str]:
     return {key[len(prefix):] for key in keys if key.startswith(prefix)}
 
 
+# What the engine answers for a stack that has no deployment yet (seen with the file
+# backend: its stack file holds no checkpoint before the first update completes).
+NEVER_DEPLOYED = "failed to load checkpoint"
+
+
 def last_fixed_settings() -> dict:
     """The fixed settings this stack's last run recorded (its own outputs, read through
     the engine as a stack reference would), or {} for a new stack."""
@@ -33,6 +38,8 @@ def last_fixed_settings() -> dict:
     try:
         result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": name})
     except Exception as error:  # noqa: BLE001 - the engine's error, shown as a warning
+        if NEVER_DEPLOYED in str(error):
+            return {}  # a new stack's first preview or up: nothing to compare yet
         pulumi.log.warn(f"could not read this stack's last outputs ({error}); changes of "
                         f"settings fixed at creation are not checked on this run")
         return {}

@@ -1,6 +1,7 @@
 """Settings a live cluster cannot change: every setting is classified, a change of a fixed
 one is refused before any resource (the program reads its own stack's last outputs), and
 every in-place one passes."""
+import grpc
 import pulumi
 import pytest
 
@@ -167,3 +168,40 @@ def test_turning_backups_off_is_refused_because_it_deletes_them():
                                               build_spec({}))
     assert [p for p in problems if p.startswith("pgha:backups = 'false'")]
     assert all("repository" in p or "backup" in p for p in problems)
+
+
+class EngineError(grpc.RpcError):
+    """An invoke's error as the engine returns it (a gRPC status with details)."""
+
+    def __init__(self, details: str):
+        super().__init__(details)
+        self._details = details
+
+    def code(self):
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self):
+        return self._details
+
+
+class FailingReadMocks(LiveStackMocks):
+    def __init__(self, error: str):
+        super().__init__({})
+        self.error = error
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "pulumi:pulumi:readStackOutputs":
+            raise EngineError(self.error)
+        return super().call(args)
+
+
+def test_a_stack_never_deployed_is_not_compared_and_not_warned_about(caplog):
+    # The engine's answer on a new stack's first up (file backend, Pulumi 3.277).
+    run_program(BASE, FailingReadMocks("invocation of pulumi:pulumi:readStackOutputs "
+                                       "returned an error: failed to load checkpoint: EOF"))
+    assert "could not read this stack's last outputs" not in caplog.text
+
+
+def test_any_other_failure_to_read_the_last_outputs_is_a_warning(caplog):
+    run_program(BASE, FailingReadMocks("permission denied"))
+    assert "could not read this stack's last outputs" in caplog.text
