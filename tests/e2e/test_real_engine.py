@@ -241,9 +241,9 @@ def test_real_scaling_with_backups_in_one_run_each_and_fixed_settings(real_lab, 
     watchdog required, each change one `pulumi up` that completes: the first three keep
     their leader and never restart (no softdog reset, no unplanned failover), the row
     written before is on every node after, `preview` proposes no change after each
-    step. Also: a changed postgresVersion is refused by `preview` before anything, naming
-    the setting and the version the cluster has, and `preview --diff` prints the health
-    line."""
+    step. Also: a changed setting fixed at creation (the Patroni namespace) is refused by
+    `preview` before anything, naming the setting and the value the cluster has, and
+    `preview --diff` prints the health line."""
     from tests.vm.cluster import Timings
     lab, image = real_lab
     real = RealStack(lab, image, tmp_path, backups="true", backupRepoMemoryMib="768",
@@ -258,12 +258,14 @@ def test_real_scaling_with_backups_in_one_run_each_and_fixed_settings(real_lab, 
         real.preview(expect_no_changes=True)
 
         # A setting fixed at creation: refused by the program before any resource.
-        real.set(postgresVersion="16")
+        # (Valid on its own: the stack's distro packages give PostgreSQL 15 only, so a
+        # new version would be refused for that reason before this check.)
+        real.set(namespace="/other/")
         with pytest.raises(real.auto.CommandError) as refused:
             real.preview()
-        assert ("pgha:postgresVersion = '16': the live cluster was created with '15'"
+        assert ("pgha:namespace = '/other/': the live cluster was created with '/db/'"
                 in str(refused.value)), str(refused.value)[-2000:]
-        real.set(postgresVersion="15")
+        real.set(namespace="/db/")
         diff = real.preview(diff=True, expect_no_changes=True)
         assert "pgha health: cluster healthy" in diff.stdout + diff.stderr, (
             diff.stdout[-2000:], diff.stderr[-2000:])
