@@ -461,3 +461,43 @@ def test_a_failing_command_in_a_step_names_its_line_status_and_text(tmp_path):
     handled = script.replace("  check_disk\n", "  check_disk || echo handled\n")
     result = subprocess.run(["bash", "-s"], input=handled, text=True, capture_output=True)
     assert result.returncode == 0 and "pgha: failed" not in result.stderr
+
+
+def test_the_dcs_push_runs_patronictl_only_when_bootstrap_dcs_changed(tmp_path):
+    """The configure step's DCS push (templates/apply-dcs.py.j2), run for real against a
+    recording patronictl: the first push and a changed bootstrap.dcs reach patronictl; a
+    patroni.yml that changed elsewhere only (new Raft partners in a grow) does not."""
+    import dataclasses
+    import sys
+    spec, addresses = spec_and_addresses("debian12-distro")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls"
+    patronictl = venv / "bin" / "patronictl"
+    patronictl.write_text(f"#!/bin/sh\ncat >> {calls}\necho '--- pushed' >> {calls}\n")
+    patronictl.chmod(0o755)
+    paths = dataclasses.replace(rendering.node_paths(spec), venv=str(venv))
+    script = tmp_path / "apply-dcs.py"
+    script.write_text(rendering._render("apply-dcs.py.j2", paths=paths))
+    config, pushed = tmp_path / "patroni.yml", tmp_path / "dcs-pushed.yml"
+
+    def push(patroni: dict) -> str:
+        config.write_text(yaml.safe_dump(patroni))
+        run = subprocess.run([sys.executable, str(script), str(config), str(pushed)],
+                             capture_output=True, text=True, check=True)
+        return run.stdout
+
+    patroni = yaml.safe_load(rendering.render_patroni_yml(
+        spec, spec.nodes[0], addresses, SECRETS))
+    push(patroni)
+    assert calls.read_text().count("--- pushed") == 1
+    assert yaml.safe_load(pushed.read_text()) == patroni["bootstrap"]["dcs"]
+
+    patroni["raft"]["partner_addrs"].append("10.0.0.99:5010")
+    assert "not pushed again" in push(patroni)
+    assert calls.read_text().count("--- pushed") == 1
+
+    patroni["bootstrap"]["dcs"]["ttl"] = 40
+    push(patroni)
+    assert calls.read_text().count("--- pushed") == 2
+    assert "ttl: 40" in calls.read_text().split("--- pushed")[1]
