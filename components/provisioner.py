@@ -15,9 +15,13 @@ from components.vm import LibvirtNode
 
 # Scripts arrive on stdin: nothing (secrets included) appears on a command line.
 REMOTE_SHELL = "sudo bash -s"
-# Dials of a step that must also run when it is deleted (15 s each) before it fails: a
-# node that does not answer then fails the step (about 5 min) instead of hanging.
-DELETE_DIAL_LIMIT = 20
+# Dials of a step that must also run when it is deleted before it fails: a node that does
+# not answer then fails the step instead of hanging. pulumi-command counts dials, not
+# time, and waits up to 5 s between them, so this is about 3 minutes against a refused
+# port, 5 against an address that answers "no route to host" (3 s each: a VM that is
+# gone or rebooting, which it outlasts under emulation) and 13 against dials that time
+# out (15 s each).
+DELETE_DIAL_LIMIT = 40
 STEP_TIMEOUTS = pulumi.CustomTimeouts(create="40m", update="40m")
 
 
@@ -35,7 +39,7 @@ def deleting_ssh_connection(spec: ClusterSpec, vm: LibvirtNode,
                             ssh_private_key: pulumi.Input[str],
                             host_public_key: pulumi.Input[str]) -> remote.ConnectionArgs:
     """For a step that also runs when deleted: it gives up on a node that does not answer
-    (about 5 min) instead of dialling for ever, so that the error reaches the user."""
+    (DELETE_DIAL_LIMIT) instead of dialling for ever, so that the error reaches the user."""
     return ssh_connection(spec, vm, ssh_private_key, host_public_key,
                           dial_error_limit=DELETE_DIAL_LIMIT)
 

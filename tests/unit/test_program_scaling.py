@@ -8,6 +8,7 @@ import pytest
 
 from components import membership
 from components.config import build_spec
+from components.provisioner import DELETE_DIAL_LIMIT
 from tests.pulumi_mocks import COMMAND
 from tests.unit.test_program import run_program
 from tests.unit.test_program_backups import run_program as run_with_backups
@@ -74,7 +75,7 @@ def test_leaving_is_ordered_one_node_at_a_time_before_any_vm_is_deleted(three_fi
             assert step.inputs["create"] == membership.CREATE_SHELL
             assert step.inputs["delete"] == membership.DELETE_SHELL
             # Finite dialling: a departed-for-good node fails the step instead of hanging.
-            assert step.inputs["connection"]["dialErrorLimit"] == 20
+            assert step.inputs["connection"]["dialErrorLimit"] == DELETE_DIAL_LIMIT > 0
         assert leave[i].inputs["connection"]["host"] == f"203.0.113.{10 + i}"
         # forget runs on the first node and names the departing node's Raft address.
         assert forget[i].inputs["connection"]["host"] == "203.0.113.11"
@@ -93,7 +94,7 @@ def test_a_scaled_node_is_admitted_by_every_other_firewall_while_it_is_a_member(
                     for n in range(1, 6) if n != i}
         for n, step in admitted.items():
             assert step.inputs["connection"]["host"] == f"203.0.113.{10 + n}"
-            assert step.inputs["connection"]["dialErrorLimit"] == 20
+            assert step.inputs["connection"]["dialErrorLimit"] == DELETE_DIAL_LIMIT > 0
             assert step.inputs["create"] == membership.CREATE_SHELL
             assert step.inputs["delete"] == membership.DELETE_SHELL
             mode, text = installed_files(step.inputs["stdin"])[
@@ -120,7 +121,7 @@ def test_with_backups_the_repository_admits_each_scaled_node_too():
     three = run_with_backups({"nodeCount": 3, "backups": True})
     for i in (4, 5):
         step = five.named(f"pg-raft-srv{i}-admitted-by-repository")
-        assert step.inputs["connection"]["dialErrorLimit"] == 20
+        assert step.inputs["connection"]["dialErrorLimit"] == DELETE_DIAL_LIMIT
         assert five.named("pg-raft-repository-domain").urn in step.dependencies
     firewall = "pg-raft-repository-firewall"
     assert five.named(firewall).inputs["stdin"] == three.named(firewall).inputs["stdin"]
