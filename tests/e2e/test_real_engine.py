@@ -158,6 +158,19 @@ class RealStack:
         return VmCluster(plan, self.lab, Ssh(self.lab.netns, tmp_path / "ssh"), timings,
                          tmp_path)
 
+    def witness(self, workdir, names: list[str]):
+        """An observer of the stack's VMs (tests/e2e/witness.py), following the journals
+        of `names` over SSH with the stack's own key and pinned host keys."""
+        from tests.e2e.witness import Witness
+        from tests.vm.plan import Step
+        outputs = self.outputs()
+        host_keys = dict(line.split(" ", 1) for line in outputs["knownHosts"].splitlines())
+        logins = {n: Step(name=f"witness-{n}", host=ip, user="pgha",
+                          private_key=outputs["sshPrivateKey"], host_key=host_keys[ip],
+                          command="", script="", triggers=(), after=())
+                  for n, ip in outputs["nodeIps"].items() if n in names}
+        return Witness(self.lab, workdir, f"pgha-{self.settings['clusterName']}-", logins)
+
     def destroy(self, timings) -> None:
         t0 = time.monotonic()
         self.run(self.stack.destroy, on_output=print, color="never")
@@ -283,7 +296,12 @@ def test_real_scaling_with_backups_in_one_run_each_and_fixed_settings(real_lab, 
         for count, members in (("5", core + ["srv4", "srv5"]), ("3", core)):
             real.set(nodeCount=count)
             t0 = time.monotonic()
-            real.up()  # one run: an exception here is the failure issue 19 describes
+            witness = real.witness(tmp_path / f"witness-{count}", core).start()
+            try:
+                real.up()  # one run: an exception here is the failure issue 19 describes
+            finally:
+                witness.stop()
+                print(witness.digest())
             timings.add(f"real: nodeCount -> {count}", time.monotonic() - t0)
             real.preview(expect_no_changes=True)
             cluster = real.cluster(timings, tmp_path)
