@@ -5,13 +5,13 @@ Opt-in: runs with PGHA_REAL_ENGINE=1 where the `pulumi` CLI, its Python language
 the four resource plugins (command 1.2.1, libvirt 0.5.4, random 4.21.4, tls 5.6.2) are
 installed; otherwise it skips and says why (which piece is missing). This is the one skip
 CI may allow, and only through the switch PGHA_ALLOW_SKIP_REAL_ENGINE=1: no package
-registry ships the plugins, and with them CI would need about 70 more minutes.
+registry ships the plugins, and with them CI would need about 85 more minutes.
 
 The engine runs inside the lab's network namespace: every Automation API call is made from
 a thread that entered it, so the `pulumi` processes it spawns (and their providers) and
 the event server it listens on all live there. The providers reach libvirt by its private
 socket and the VMs by SSH, and nothing the test starts talks to any other network. Under
-TCG the first test takes about 25 minutes, the scaling test about 45.
+TCG the first test takes about 25 minutes, the scaling test about 60.
 
 Checks: up; the cluster's outputs work (a row written through dsnReadWrite is read
 through dsnReadOnly); `preview` proposes no change; a PostgreSQL parameter change updates
@@ -47,7 +47,7 @@ def missing_engine() -> list[str]:
 
 def require_engine() -> None:
     if os.environ.get("PGHA_REAL_ENGINE") != "1":
-        reason = f"{REAL_ENGINE_SKIP}: opt-in, set PGHA_REAL_ENGINE=1 (about 70 minutes)"
+        reason = f"{REAL_ENGINE_SKIP}: opt-in, set PGHA_REAL_ENGINE=1 (about 85 minutes)"
     else:
         missing = missing_engine()
         if not missing:
