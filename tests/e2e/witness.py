@@ -135,8 +135,9 @@ class Witness:
         for name in self.logins:
             path = self.dir / f"journal-{name}.log"
             text = path.read_text(errors="replace") if path.exists() else ""
-            longest = longest_gap(cycle_times(text))
-            parts.append(f"{name}: Patroni HA cycles {len(cycle_times(text))}, longest gap "
+            cycles = cycle_times(text)
+            longest = longest_gap(cycles)
+            parts.append(f"{name}: Patroni HA cycles {len(cycles)}, longest gap "
                          f"between cycle lines {longest[0]:.1f} s ending {longest[1]}; "
                          f"'Loop time exceeded' x{text.count('Loop time exceeded')}")
             parts.extend(f"  {line}" for line in notable(text, notable_lines))
