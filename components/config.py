@@ -447,7 +447,7 @@ def build_spec(raw: Mapping[str, Any],
                      f"value is in MiB: 8192 is 8 GiB)")
     at_least("diskGib", MIN_DISK_GIB)
     one_of("osFamily", tuple(DEFAULT_IMAGES))
-    _check_image(v["baseImage"], problems)
+    _check_image(v, problems)
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v["storagePool"]):
         problems.add("storagePool", v["storagePool"], "a libvirt storage pool name")
     _check_network(v, problems)
@@ -702,7 +702,8 @@ def _check_clone(v: dict, problems: _Problems,
     return CloneSpec(stack=stack, target=target or RestoreTarget("latest"))
 
 
-def _check_image(image: str, problems: _Problems) -> None:
+def _check_image(v: dict, problems: _Problems) -> None:
+    image = v["baseImage"]
     if not image:
         return
     scheme = urlparse(image).scheme
@@ -716,6 +717,21 @@ def _check_image(image: str, problems: _Problems) -> None:
         problems.add("baseImage", image, "a local image path must be absolute")
     elif not os.path.isfile(path):
         problems.add("baseImage", image, "no such file on this machine")
+    else:
+        _check_node_image(v, path, problems)
+
+
+def _check_node_image(v: dict, path: str, problems: _Problems) -> None:
+    """A node image's manifest beside it says what the image was built for."""
+    from components import node_image  # noqa: PLC0415 - it renders with this module's spec
+    try:
+        found = node_image.read_manifest(path)
+    except (OSError, ValueError) as error:
+        problems.add("baseImage", path, f"its manifest {node_image.manifest_path(path)} "
+                     f"cannot be read ({error}); build the image again")
+        return
+    for key, value, why in node_image.check_against_manifest(v, path, found or {}):
+        problems.add(key, value, why)
 
 
 def _admin_cidrs(v: dict) -> tuple[str, ...]:

@@ -105,6 +105,11 @@ def _render(template: str, **values: Any) -> str:
     return _env.get_template(template).render(ports=PORTS, users=USERS, **values)
 
 
+def render_template(template: str, **values: Any) -> str:
+    """Any template of templates/, with the filters and names every script has."""
+    return _render(template, **values)
+
+
 @dataclass(frozen=True)
 class NodeTlsPems:
     """A node's TLS files' contents: the CA, its certificate and its key (a secret)."""
@@ -190,8 +195,28 @@ def _proxy_files(spec: ClusterSpec) -> dict[str, str]:
             "pip_conf": header + "\n".join(pip) + "\n"}
 
 
+# Where a node image (components/node_image.py) says what it holds and is built for.
+IMAGE_MANIFEST = "/etc/pgha/image.json"
+
+
+def image_built_for(spec: ClusterSpec) -> dict[str, Any]:
+    """The settings a node image is built for and a stack must match: a node from an
+    image built for another PostgreSQL would get a second one installed beside it. (A
+    different patroniVersion is not refused: the install step installs the stack's over
+    it, as an in-place change does on a running node.)"""
+    return {"osFamily": spec.os_family, "postgresSource": spec.postgres_source,
+            "postgresVersion": spec.postgres_version}
+
+
+def image_built_for_line(built_for: Mapping[str, Any]) -> str:
+    """The same, as one line the prepare step compares."""
+    return " ".join(f"{key}={value}" for key, value in built_for.items())
+
+
 def render_prepare_script(spec: ClusterSpec) -> str:
-    return _render("prepare-node.sh.j2", spec=spec, layout=spec.layout, **_proxy_files(spec))
+    return _render("prepare-node.sh.j2", spec=spec, layout=spec.layout, **_proxy_files(spec),
+                   image_manifest=IMAGE_MANIFEST, patroni_config=node_paths(spec).config,
+                   built_for_line=image_built_for_line(image_built_for(spec)))
 
 
 def render_install_postgres_script(spec: ClusterSpec) -> str:
