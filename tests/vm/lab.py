@@ -98,6 +98,18 @@ class Lab:
         base.chmod(0o644)
         return base
 
+    def create_nodes(self, plan, names) -> None:
+        """`names`' domains as `plan` (tests/vm/plan.py) declares them, each with its disk
+        over the base volume (already in the pool), its data disk if any, and its seed;
+        started."""
+        (base,) = [v for v in plan.volumes if "source" in v]
+        disks = {v["name"]: v for v in plan.volumes if "source" not in v}
+        for name in names:
+            domain = plan.domains[name]
+            self.create_node(domain, plan.seeds[name], disks[f"{domain['name']}.qcow2"],
+                             self.pool_dir / base["name"],
+                             disks.get(f"{domain['name']}-data.qcow2"))
+
     def create_node(self, domain: dict, seed: dict, disk: dict, base: Path,
                     data_disk: dict | None = None) -> None:
         assert self.pool_dir is not None
@@ -118,6 +130,16 @@ class Lab:
         if domain.get("autostart"):
             self.virsh("autostart", domain["name"])
         self.virsh("start", domain["name"])
+
+    def remove_node(self, domain_name: str, files: list[str]) -> None:
+        """What destroying a node's Domain and volumes does: the VM gone, its disks and
+        seed deleted."""
+        assert self.pool_dir is not None
+        self.virsh("destroy", domain_name, check=False)
+        self.virsh("undefine", domain_name)
+        for name in files:
+            (self.pool_dir / name).unlink()
+        self.virsh("pool-refresh", f"{self.prefix}-pool")
 
     def _seed_iso(self, path: Path, user_data: str, meta_data: str) -> None:
         src = self.workdir / f"{path.name}.d"

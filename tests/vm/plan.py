@@ -152,6 +152,7 @@ class Step:
     script: str
     triggers: tuple
     after: tuple[str, ...]  # names of the steps it depends on
+    delete: str | None = None  # run with the same stdin when the step is deleted
 
     @property
     def inputs(self) -> tuple:
@@ -189,6 +190,10 @@ class Plan:
         return [name for name, step in self.steps.items()
                 if name not in before.steps or before.steps[name].inputs != step.inputs]
 
+    def steps_removed_since(self, before: "Plan") -> dict[str, Step]:
+        """Steps `before` had and this plan has not: what `pulumi up` would delete."""
+        return {name: step for name, step in before.steps.items() if name not in self.steps}
+
 
 def plan_for(settings: dict, mocks: VmMocks) -> Plan:
     program = run_program(settings, mocks)
@@ -218,7 +223,8 @@ def plan_for(settings: dict, mocks: VmMocks) -> Plan:
             private_key=conn["privateKey"], host_key=conn["hostKey"],
             command=c.inputs["create"], script=c.inputs["stdin"],
             triggers=tuple(map(str, c.inputs.get("triggers") or ())),
-            after=tuple(sorted(by_urn[u] for u in c.all_dependencies if u in by_urn)))
+            after=tuple(sorted(by_urn[u] for u in c.all_dependencies if u in by_urn)),
+            delete=c.inputs.get("delete"))
     (network,) = [n.inputs for n in program.of_type(NETWORK)]
     (probe,) = [args["stdin"] for args in program.invokes_of(LOCAL_RUN)]
     return Plan(

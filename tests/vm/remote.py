@@ -121,5 +121,32 @@ def run_steps(ssh: Ssh, steps: dict[str, Step], only: Iterable[str] | None = Non
     return done
 
 
+def run_deletes(ssh: Ssh, steps: dict[str, Step]) -> dict[str, StepResult]:
+    """Delete `steps` as `pulumi up` does after its creates and updates: in reverse
+    dependency order (a step once every step that depends on it is gone), running each
+    step's `delete` command with its script on stdin; a step without one just goes.
+    Stops at the first failure."""
+    done: dict[str, StepResult] = {}
+    todo = dict(steps)
+    while todo:
+        ready = [n for n in sorted(todo)
+                 if not any(n in other.after for o, other in todo.items() if o != n)]
+        if not ready:
+            raise StepFailed(f"dependency cycle among {sorted(todo)}")
+        for name in ready:
+            step = todo.pop(name)
+            if step.delete is None:
+                continue
+            t0 = time.monotonic()
+            p = ssh.run(step, step.delete, stdin=step.script)
+            done[name] = StepResult(name, p.returncode, p.stdout, p.stderr,
+                                    time.monotonic() - t0)
+            if p.returncode != 0:
+                raise StepFailed(f"deleting step {name} failed ({p.returncode}):\n"
+                                 f"--- stdout\n{p.stdout[-3000:]}\n"
+                                 f"--- stderr\n{p.stderr[-3000:]}")
+    return done
+
+
 def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="pgha-vm-ssh-"))

@@ -1,6 +1,12 @@
 """`pulumi up`'s own steps built a healthy cluster, and running them again changes
 nothing; a changed PostgreSQL parameter re-runs only what it must and is live."""
 import json
+from pathlib import Path
+
+import pytest
+
+from components import node_image, rendering
+from components.config import REPOSITORY_NAME, ConfigError, build_spec
 
 from tests.vm.plan import plan_for
 
@@ -47,6 +53,12 @@ def test_every_node_booted_from_its_seed_on_the_ide_cdrom_and_grew_its_disk(vm_c
     # What the program rendered is valid for the image's cloud-init. One node suffices:
     # the seeds differ only in hostname and keys.
     schema = c.sh(c.names[0], "sudo cloud-init schema --system")
+    assert schema.returncode == 0 and "Valid cloud-config" in schema.stdout, schema
+    # ... and so is what the node image's build VM booted with (nobody logs in there).
+    build_seed = node_image.render_build_user_data(c.spec, node_image.manifest(
+        c.spec, "0" * 64, {"path": "base.qcow2", "sha256": "0" * 64}))
+    schema = c.ssh.run(c.login(c.names[0]), "cat >/tmp/build-seed.yaml && "
+                       "cloud-init schema --config-file /tmp/build-seed.yaml", build_seed)
     assert schema.returncode == 0 and "Valid cloud-config" in schema.stdout, schema
 
 
@@ -129,3 +141,34 @@ def test_a_renewed_certificate_is_served_without_restarting_postgresql_or_patron
     assert c.sql(c.node_dsn(name), "SELECT pg_postmaster_start_time()") == started
     assert c.patroni_pids() == pids
     c.wait_healthy()
+
+
+def test_the_nodes_came_from_the_node_image_and_their_installs_changed_nothing(vm_cluster):
+    c = vm_cluster
+    image = Path(c.plan.settings["baseImage"])
+    beside = json.loads(node_image.manifest_path(image).read_text())
+    assert beside["builtFor"] == {"osFamily": "debian12", "postgresSource": "distro",
+                                  "postgresVersion": 15}
+    assert beside["installed"]["postgresql-15"] and beside["installed"]["patroni"] == \
+        c.spec.patroni_version and beside["installed"]["pgbackrest"]
+    for name in c.names:
+        assert json.loads(c.sh(name, "cat /etc/pgha/image.json").stdout) == beside
+        installs = {n: r.changes for n, r in c.provisioning.items()
+                    if f"-{name}-provision-" in n and n.endswith(
+                        ("-install-postgres", "-install-patroni", "-install-pgbackrest"))}
+        assert len(installs) == 3 and set(installs.values()) == {"pgha: no changes"}, installs
+
+
+def test_a_node_image_for_other_settings_is_refused_before_and_on_a_new_host(vm_cluster):
+    c = vm_cluster
+    other = {**c.plan.settings, "postgresSource": "pgdg", "postgresVersion": 16}
+    with pytest.raises(ConfigError, match=r"pgha:postgresVersion = 16: baseImage .* was "
+                                          r"built for postgresVersion 15"):
+        build_spec(other)
+    # Where the manifest beside the image is not at hand (an image served over http), the
+    # prepare step of a host not configured yet refuses it: the repository has no Patroni.
+    prepare = rendering.render_prepare_script(build_spec({**other, "baseImage": ""}))
+    refused = c.ssh.run(c.login(REPOSITORY_NAME), "sudo bash -s", prepare)
+    assert refused.returncode != 0, refused
+    assert ("pgha: this node's image was built for osFamily=debian12 postgresSource=distro "
+            "postgresVersion=15") in refused.stderr, refused.stderr
