@@ -66,3 +66,38 @@ def test_the_nodes_certificates_are_real_and_name_their_reserved_address(tmp_pat
             files["/etc/patroni/tls/server.key"][1].encode(), None)
         assert key.public_key().public_numbers() == cert.public_key().public_numbers()
         assert files["/etc/patroni/tls/ca.crt"][1] == plan.outputs["caCertificate"]
+
+
+class RecordingSsh:
+    """Stands in for tests/vm/remote.Ssh: records which command ran for which step."""
+
+    def __init__(self):
+        self.ran: list[tuple[str, str]] = []
+
+    def run(self, step, command, stdin="", **_):
+        import subprocess
+        self.ran.append((step.name, command))
+        return subprocess.CompletedProcess([], 0, "pgha: changed: x\n", "")
+
+
+def test_a_shrink_deletes_what_up_deletes_in_reverse_dependency_order(tmp_path):
+    from tests.vm.remote import run_deletes
+    settings, _ = vm_plan(tmp_path, backups=True)
+    mocks = VmMocks()
+    five = plan_for({**settings, "nodeCount": 5}, mocks)
+    three = plan_for(settings, mocks)
+    removed = three.steps_removed_since(five)
+    assert all("-srv4-" in n or "-srv5-" in n for n in removed), sorted(removed)
+    ssh = RecordingSsh()
+    run_deletes(ssh, removed)
+    ran = [name.removeprefix("vmtest-") for name, _ in ssh.ran]
+    # Only the steps with a delete command run, with it: each departing node leaves Raft
+    # (on itself), is forgotten (on the first node), the last added first; then every
+    # other host's firewall stops admitting it.
+    assert {command for _, command in ssh.ran} == {"sudo bash -s delete"}
+    assert ran[:4] == ["srv5-provision-raft-leave", "srv5-provision-raft-forget",
+                       "srv4-provision-raft-leave", "srv4-provision-raft-forget"], ran
+    admissions = sorted(ran[4:])
+    assert admissions == sorted(f"{n}-admitted-by-{h}" for n in ("srv4", "srv5")
+                                for h in ("srv1", "srv2", "srv3", "srv4", "srv5",
+                                          "repository") if h != n), ran

@@ -122,12 +122,13 @@ def _signed_cert(inputs: dict) -> str:
     sans += [x509.DNSName(name) for name in request.get("dnsNames", [])]
     uses = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH,
             "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
+    # A client certificate (pgBackRest's) names no address: no SAN extension then.
+    extensions = [(x509.SubjectAlternativeName(sans), False)] if sans else []
     return _certificate(
         _name(request["subject"]["commonName"]), key.public_key(), ca.subject, ca_key,
         int(inputs["validityPeriodHours"]),
-        [(x509.SubjectAlternativeName(sans), False),
-         (x509.ExtendedKeyUsage([uses[u] for u in inputs["allowedUses"] if u in uses]),
-          False)])
+        extensions + [(x509.ExtendedKeyUsage([uses[u] for u in inputs["allowedUses"]
+                                              if u in uses]), False)])
 
 
 def _ed25519_key() -> dict[str, str]:
