@@ -128,6 +128,13 @@ def render_admission_script(host: str, member: str, ip: str) -> str:
 RULESET_PATH = "/etc/pgha/firewall.nft"
 
 
+def render_package_script(spec: ClusterSpec) -> str:
+    """nftables installed, nothing else: the firewall step's package, for a node image
+    (the same template part the firewall step runs)."""
+    return _env.get_template("install-nftables.sh.j2").render(
+        package_manager=spec.layout.package_manager)
+
+
 def render_configure_script(spec: ClusterSpec, host: str, ruleset: str) -> str:
     """nftables installed, `ruleset` checked and in force, and loaded at every boot by a
     unit of the program's own (pgha-firewall.service)."""

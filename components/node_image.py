@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from components import backup, rendering
+from components import backup, firewall, rendering
 from components.config import ClusterSpec
 
 MANIFEST_FORMAT = 1
@@ -28,13 +28,16 @@ CONSOLE_MARK = "PGHA-IMAGE"
 
 def image_steps(spec: ClusterSpec) -> list[tuple[str, str]]:
     """The node steps that come before anything node-specific, in the program's order,
-    each as the program renders it (components/provisioner.py sends the same text)."""
+    each as the program renders it (components/provisioner.py sends the same text); and
+    the package of the firewall step (its ruleset is each host's own), so that a node
+    from the image needs no package source at all."""
     return [
         ("prepare", rendering.render_prepare_script(spec)),
         ("install-postgres", rendering.render_install_postgres_script(spec)),
         ("watchdog", rendering.render_watchdog_script(spec)),
         ("install-patroni", rendering.render_install_patroni_script(spec)),
         ("install-pgbackrest", backup.render_install_script(spec, "database")),
+        ("install-nftables", firewall.render_package_script(spec)),
     ]
 
 

@@ -28,13 +28,17 @@ def test_the_image_runs_the_scripts_the_program_sends_every_new_node(settings):
             if r.name.startswith("pg-raft-srv1-provision-")}
     baked = dict(node_image.image_steps(build_spec(settings)))
     # Every step up to the first node-specific one, in the program's order; pgBackRest
-    # too, so one image serves stacks with backups on or off and the repository.
+    # too, so one image serves stacks with backups on or off and the repository; and
+    # the firewall step's package, the same template part as the step's.
     assert list(baked) == ["prepare", "install-postgres", "watchdog", "install-patroni",
-                           "install-pgbackrest"]
+                           "install-pgbackrest", "install-nftables"]
     for name, script in baked.items():
         if name in sent:
             assert script == sent[name], name
     assert ("install-pgbackrest" in sent) == bool(settings.get("backups"))
+    package = baked["install-nftables"]
+    part = package[package.index("  if ! "):package.index("  report_changes")]
+    assert part.strip() and part in sent["firewall"]
 
 
 def test_the_cache_key_follows_what_the_image_holds_and_nothing_of_the_site():
@@ -127,12 +131,14 @@ def test_the_command_reads_the_stack_file_and_refuses_bad_settings_before_buildi
 
 
 @pytest.mark.parametrize("settings", [{}, DEBIAN], ids=["rocky8", "debian12"])
-def test_the_build_runner_passes_shellcheck_and_is_strict(settings):
+def test_the_build_runner_and_the_package_step_pass_shellcheck_and_are_strict(settings):
     if shutil.which("shellcheck") is None:
         skip_or_fail("shellcheck is not installed (apt-get install shellcheck)")
-    runner = node_image.render_build_runner(build_spec(settings), "0" * 64)
-    assert runner.startswith("#!/usr/bin/env bash\n") and "set -Eeuo pipefail" in runner
-    assert runner.rstrip().endswith("main </dev/null")
-    result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
-                            input=runner, text=True, capture_output=True)
-    assert result.returncode == 0, result.stdout
+    spec = build_spec(settings)
+    for script in (node_image.render_build_runner(spec, "0" * 64),
+                   dict(node_image.image_steps(spec))["install-nftables"]):
+        assert script.startswith("#!/usr/bin/env bash\n") and "set -Eeuo pipefail" in script
+        assert script.rstrip().endswith("main </dev/null")
+        result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
+                                input=script, text=True, capture_output=True)
+        assert result.returncode == 0, result.stdout

@@ -157,6 +157,8 @@ def test_the_nodes_came_from_the_node_image_and_their_installs_changed_nothing(v
                     if f"-{name}-provision-" in n and n.endswith(
                         ("-install-postgres", "-install-patroni", "-install-pgbackrest"))}
         assert len(installs) == 3 and set(installs.values()) == {"pgha: no changes"}, installs
+        firewall = c.provisioning[f"{c.spec.cluster_name}-{name}-provision-firewall"]
+        assert "installed nftables" not in firewall.changes, firewall.changes
 
 
 def test_a_node_image_for_other_settings_is_refused_before_and_on_a_new_host(vm_cluster):
