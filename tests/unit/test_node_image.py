@@ -2,6 +2,7 @@
 very scripts the program sends a node, the cache key follows what ends up in the image,
 and a stack whose settings the image does not fit is refused before anything is made."""
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -60,7 +61,7 @@ def test_the_build_vm_gets_the_runner_the_steps_and_the_manifest_and_no_login():
     assert known["builtFor"] == DEBIAN and known["virtualSizeGib"] == 4
     assert known["builtForLine"] == "osFamily=debian12 postgresSource=distro postgresVersion=15"
     data = yaml.safe_load(node_image.render_build_user_data(spec, known))
-    assert data["users"] == [] and "ssh_authorized_keys" not in json.dumps(data)
+    assert data["users"] == {} and "ssh_authorized_keys" not in json.dumps(data)
     files = {f["path"]: f for f in data["write_files"]}
     decoded = {p: base64.b64decode(f["content"]).decode() for p, f in files.items()}
     assert json.loads(decoded["/var/lib/pgha-image/manifest.json"]) == known
@@ -142,3 +143,33 @@ def test_the_build_runner_and_the_package_step_pass_shellcheck_and_are_strict(se
         result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
                                 input=script, text=True, capture_output=True)
         assert result.returncode == 0, result.stdout
+
+
+def test_a_second_run_finds_the_image_by_its_hash_and_only_checks_it(tmp_path):
+    """The cache: an image named by the hash of its base and the stack's install steps,
+    with its manifest beside it, is checked (qemu-img) and its path printed; nothing is
+    built, no libvirt is needed."""
+    if shutil.which("qemu-img") is None:
+        skip_or_fail("qemu-img is not installed (apt-get install qemu-utils)")
+    base = tmp_path / "base.qcow2"
+    base.write_bytes(b"plain cloud image")
+    stack = tmp_path / "Pulumi.x.yaml"
+    stack.write_text(yaml.safe_dump({"config": {f"pgha:{k}": v for k, v in DEBIAN.items()}}))
+    spec = build_spec(DEBIAN)
+    digest = node_image.image_hash(spec, hashlib.sha256(base.read_bytes()).hexdigest())
+    out = tmp_path / "images"
+    out.mkdir()
+    image = out / node_image.image_file_name(spec, digest)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    known = {**node_image.manifest(spec, digest, {"path": str(base), "sha256": "x"}),
+             "installed": {"postgresql-15": "15.20"}, "builtAt": "2026-12-06T08:00:00+00:00"}
+    node_image.manifest_path(image).write_text(json.dumps(known))
+    p = subprocess.run([sys.executable, str(REPO / "tools/build-node-image.py"), "--config",
+                        str(stack), "--base-image", str(base), "--out", str(out),
+                        "--connect", "test:///nonexistent"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(image)
+    assert "up to date" in p.stderr and "postgresql-15: 15.20" in p.stderr
+    # Another base image is another hash: no image for it yet, so it would build.
+    assert node_image.image_hash(spec, "other") != digest

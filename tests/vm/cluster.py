@@ -15,20 +15,19 @@ from typing import Any, Callable
 import psycopg
 
 from components import health
-from components.config import REPOSITORY_NAME, RESTAPI_PORT, build_spec
+from components.config import RESTAPI_PORT, build_spec
 from components.tls import ca_file_name
 from tests import netns, workload
 from tests.conftest import REPO
 from tests.vm.lab import Lab
 from tests.vm.plan import Plan, Step
-from tests.vm.remote import Ssh, StepResult, run_deletes, run_steps
+from tests.vm.remote import Ssh, StepResult, run_steps
 
 
 @dataclass
 class Timings:
     """Figures for the benchmark table printed at the end of the run."""
     rows: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    notes: list[str] = field(default_factory=list)
 
     def add(self, what: str, seconds: float) -> None:
         self.rows[what].append(round(seconds, 1))
@@ -85,32 +84,6 @@ class VmCluster:
             self.timings.add(f"step {kind}", result.seconds)
         return results
 
-    # ---- a changed stack (what `pulumi up` does with it) ---------------------------------
-    def adopt(self, plan: Plan) -> None:
-        """The stack now says `plan`'s settings, as a user's would after `pulumi up`."""
-        self.plan, self.spec = plan, build_spec(plan.settings)
-        self.addresses = plan.addresses
-        self.names = list(self.addresses)
-
-    def apply(self, plan: Plan) -> dict[str, StepResult]:
-        """`pulumi up` from the running plan to `plan`: new domains, then the new and
-        changed steps in dependency order, then the removed steps' deletes in reverse
-        order, then the removed domains and their volumes."""
-        before = self.plan
-        self.lab.create_nodes(plan, [n for n in plan.domains if n not in before.domains])
-        changed = plan.steps_changed_since(before)
-        self.adopt(plan)
-        results = self.run_steps(changed)
-        results.update(run_deletes(self.ssh, plan.steps_removed_since(before)))
-        volumes = {v["name"] for v in plan.volumes} | {s["name"] for s in plan.seeds.values()}
-        for name in [n for n in before.domains if n not in plan.domains]:
-            domain = before.domains[name]["name"]
-            gone = [v["name"] for v in before.volumes if v["name"] not in volumes
-                    and v["name"].startswith(f"{domain}")]
-            gone += [before.seeds[name]["name"]]
-            self.lab.remove_node(domain, gone)
-        return results
-
     # ---- Patroni and PostgreSQL --------------------------------------------------------
     def rest(self, name: str, path: str, timeout: float = 3) -> Any:
         def get():
@@ -157,20 +130,6 @@ class VmCluster:
             return leader if leader not in (None, old) else None
         return self.wait_for(f"a leader other than {old}", new_leader, timeout, 0.5)
 
-    def archive_backlog(self, name: str) -> str:
-        """WAL segments waiting for archive_command on `name` (.ready files) and what
-        pg_stat_archiver says there; both matter to how long a former leader takes to
-        rejoin, since Patroni archives every ready segment before pg_rewind."""
-        status = f"{self.spec.layout.pg_data_dir}/pg_wal/archive_status"
-        ready = self.sh(name, f"sudo find {status} -name '*.ready' | wc -l").stdout.strip()
-        try:
-            stats = self.sql(self.node_dsn(name), "SELECT archived_count, failed_count, "
-                             "last_archived_wal, last_failed_wal FROM pg_stat_archiver")[0]
-        except Exception as error:  # noqa: BLE001 - the figure is a diagnosis, not a verdict
-            stats = f"unavailable: {error}"
-        return f"{ready} ready segments; pg_stat_archiver (archived, failed, last, " \
-               f"last failed) = {stats}"
-
     def rejoin_log(self, name: str) -> str:
         """What Patroni did on `name` since it booted: the lines that tell where a slow
         rejoin spent its time (archiving ready WAL, crash recovery, pg_rewind, replay)."""
@@ -193,28 +152,6 @@ class VmCluster:
         rest = self.in_ns(ssl.get_server_certificate, (ip, RESTAPI_PORT))
         return (x509.load_pem_x509_certificate(pem.encode()).serial_number,
                 x509.load_pem_x509_certificate(rest.encode()).serial_number)
-
-    # ---- the backup repository (backups on) ----------------------------------------------
-    def pgbackrest(self, *args: str, timeout: float = 120) -> str:
-        """A pgBackRest command on the repository host, as its admin would run it."""
-        command = " ".join(["sudo -u pgbackrest pgbackrest",
-                            f"--stanza={self.spec.cluster_name}", *args])
-        p = self.sh(REPOSITORY_NAME, command, timeout=timeout)
-        assert p.returncode == 0, (command, p.stdout, p.stderr)
-        return p.stdout
-
-    def repository_info(self) -> dict:
-        (stanza,) = json.loads(self.pgbackrest("--output=json", "info"))
-        return stanza
-
-    def wait_archived(self, leader: str) -> str:
-        """Switch WAL on the leader and wait until that segment is in the repository."""
-        dsn = self.node_dsn(leader)
-        segment = self.sql(dsn, "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-        self.wait_for(f"{segment} archived", lambda: (self.sql(
-            dsn, "SELECT last_archived_wal FROM pg_stat_archiver")[0][0] or "") >= segment,
-            timeout=180, interval=2)
-        return segment
 
     def patroni_pids(self) -> dict[str, str]:
         """Patroni's main PID on every node: unchanged means Patroni was not restarted."""

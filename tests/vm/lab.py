@@ -131,16 +131,6 @@ class Lab:
             self.virsh("autostart", domain["name"])
         self.virsh("start", domain["name"])
 
-    def remove_node(self, domain_name: str, files: list[str]) -> None:
-        """What destroying a node's Domain and volumes does: the VM gone, its disks and
-        seed deleted."""
-        assert self.pool_dir is not None
-        self.virsh("destroy", domain_name, check=False)
-        self.virsh("undefine", domain_name)
-        for name in files:
-            (self.pool_dir / name).unlink()
-        self.virsh("pool-refresh", f"{self.prefix}-pool")
-
     def _seed_iso(self, path: Path, user_data: str, meta_data: str) -> None:
         src = self.workdir / f"{path.name}.d"
         src.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from components import node_image, rendering
-from components.config import REPOSITORY_NAME, ConfigError, build_spec
+from components.config import ConfigError, build_spec
 
 from tests.vm.plan import plan_for
 
@@ -168,9 +168,16 @@ def test_a_node_image_for_other_settings_is_refused_before_and_on_a_new_host(vm_
                                           r"built for postgresVersion 15"):
         build_spec(other)
     # Where the manifest beside the image is not at hand (an image served over http), the
-    # prepare step of a host not configured yet refuses it: the repository has no Patroni.
+    # prepare step of a host not configured yet refuses it: a replica's patroni.yml set
+    # aside for the moment (Patroni reads it only when it starts or reloads).
+    leader = c.wait_healthy()
+    replica = next(n for n in c.names if n != leader)
     prepare = rendering.render_prepare_script(build_spec({**other, "baseImage": ""}))
-    refused = c.ssh.run(c.login(REPOSITORY_NAME), "sudo bash -s", prepare)
+    config = "/etc/patroni/patroni.yml"
+    refused = c.ssh.run(c.login(replica), f"sudo mv {config} {config}.aside && "
+                        f"{{ sudo bash -s; rc=$?; sudo mv {config}.aside {config}; "
+                        f"exit $rc; }}", prepare)
+    assert c.sh(replica, f"sudo test -f {config}").returncode == 0
     assert refused.returncode != 0, refused
     assert ("pgha: this node's image was built for osFamily=debian12 postgresSource=distro "
             "postgresVersion=15") in refused.stderr, refused.stderr
