@@ -42,13 +42,14 @@ def image_steps(spec: ClusterSpec) -> list[tuple[str, str]]:
 
 
 def image_hash(spec: ClusterSpec, base_digest: str) -> str:
-    """What decides an image's content: the base image and the install steps. The
-    prepare step is left out: what it writes (package proxy, index, extra CAs) is the
-    site's, and the build removes it again."""
+    """What decides an image's content: the base image, the install steps and the build
+    VM's own runner and seed. The prepare step is left out: what it writes (package
+    proxy, index, extra CAs) is the site's, and the build removes it again."""
     steps = {name: script for name, script in image_steps(spec) if name != "prepare"}
-    runner = (rendering.TEMPLATES_DIR / "build-node-image.sh.j2").read_text()
+    build = {name: (rendering.TEMPLATES_DIR / name).read_text()
+             for name in ("build-node-image.sh.j2", "build-node-image.cloud-init.yaml.j2")}
     blob = json.dumps({"format": MANIFEST_FORMAT, "base": base_digest, "steps": steps,
-                       "runner": runner, "diskGib": IMAGE_DISK_GIB}, sort_keys=True)
+                       "build": build, "diskGib": IMAGE_DISK_GIB}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
