@@ -1,6 +1,9 @@
 """The VM tier's reading of the program (tests/vm/plan.py), checked fast: the steps it
 would run over SSH, their order, and what a changed setting re-runs."""
+import subprocess
+
 from tests.vm.plan import VmMocks, plan_for
+from tests.vm.remote import run_deletes
 
 
 def vm_plan(tmp_path, **extra):
@@ -75,13 +78,11 @@ class RecordingSsh:
         self.ran: list[tuple[str, str]] = []
 
     def run(self, step, command, stdin="", **_):
-        import subprocess
         self.ran.append((step.name, command))
         return subprocess.CompletedProcess([], 0, "pgha: changed: x\n", "")
 
 
 def test_a_shrink_deletes_what_up_deletes_in_reverse_dependency_order(tmp_path):
-    from tests.vm.remote import run_deletes
     settings, _ = vm_plan(tmp_path, backups=True)
     mocks = VmMocks()
     five = plan_for({**settings, "nodeCount": 5}, mocks)
