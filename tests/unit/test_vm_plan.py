@@ -2,6 +2,7 @@
 would run over SSH, their order, and what a changed setting re-runs."""
 import subprocess
 
+from tests.vm.lab import Lab
 from tests.vm.plan import VmMocks, plan_for
 from tests.vm.remote import run_deletes
 
@@ -102,3 +103,40 @@ def test_a_shrink_deletes_what_up_deletes_in_reverse_dependency_order(tmp_path):
     assert admissions == sorted(f"{n}-admitted-by-{h}" for n in ("srv4", "srv5")
                                 for h in ("srv1", "srv2", "srv3", "srv4", "srv5",
                                           "repository") if h != n), ran
+
+
+class RecordingHost:
+    """The lab's libvirt host as far as the network goes: what it was told to do."""
+    def __init__(self):
+        self.networks: list[str] = []
+        self.calls: list[tuple[str, ...]] = []
+
+    def define_network(self, xml: str) -> None:
+        self.networks.append(xml)
+
+    def virsh(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        self.calls.append(args)
+        return ""
+
+
+def test_added_nodes_get_their_reserved_address_and_removed_ones_give_it_back(tmp_path):
+    # As the libvirt provider does for an interface with fixed addresses: a DHCP host
+    # entry in the network when the domain is created, gone when it is destroyed.
+    settings, three = vm_plan(tmp_path)
+    five = plan_for({**settings, "nodeCount": 5}, VmMocks())
+    lab = Lab("feed01", "10.232.0.0/24", tmp_path)
+    lab.host = RecordingHost()
+    lab.create_network(three.network, three.domains)
+    assert [line.count("<host ") for line in lab.host.networks] == [3]
+    for name in five.domains:
+        lab._update_reservations(five.domains[name], "add")
+    added = [c for c in lab.host.calls if c[:3] == ("net-update", three.network["name"], "add")]
+    assert [c[4] for c in added] == [
+        f"<host mac=\"{five.domains[n]['networkInterfaces'][0]['mac']}\" name=\"{n}\" "
+        f"ip=\"10.232.0.{ip}\"/>" for n, ip in (("srv4", 13), ("srv5", 14))]
+    assert all(c[3] == "ip-dhcp-host" and c[5:] == ("--live", "--config") for c in added)
+    lab.host.calls.clear()
+    lab._update_reservations(five.domains["srv5"], "delete")
+    lab._update_reservations(five.domains["srv5"], "delete")  # once only
+    assert [c[2] for c in lab.host.calls] == ["delete"]
+    assert "10.232.0.14" in lab.host.calls[0][4]

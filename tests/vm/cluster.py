@@ -21,7 +21,7 @@ from tests import netns, workload
 from tests.conftest import REPO
 from tests.vm.lab import Lab
 from tests.vm.plan import Plan, Step
-from tests.vm.remote import Ssh, StepResult, run_steps
+from tests.vm.remote import Ssh, StepResult, run_deletes, run_steps
 
 
 @dataclass
@@ -84,6 +84,32 @@ class VmCluster:
             self.timings.add(f"step {kind}", result.seconds)
         return results
 
+    # ---- a changed stack (what `pulumi up` does with it) ---------------------------------
+    def adopt(self, plan: Plan) -> None:
+        """The stack now says `plan`'s settings, as a user's would after `pulumi up`."""
+        self.plan, self.spec = plan, build_spec(plan.settings)
+        self.addresses = plan.addresses
+        self.names = list(self.addresses)
+
+    def apply(self, plan: Plan) -> dict[str, StepResult]:
+        """`pulumi up` from the running plan to `plan`: new domains, then the new and
+        changed steps in dependency order, then the removed steps' deletes in reverse
+        order, then the removed domains and their volumes."""
+        before = self.plan
+        self.lab.create_nodes(plan, [n for n in plan.domains if n not in before.domains])
+        changed = plan.steps_changed_since(before)
+        self.adopt(plan)
+        results = self.run_steps(changed)
+        results.update(run_deletes(self.ssh, plan.steps_removed_since(before)))
+        volumes = {v["name"] for v in plan.volumes} | {s["name"] for s in plan.seeds.values()}
+        for name in [n for n in before.domains if n not in plan.domains]:
+            domain = before.domains[name]
+            gone = [v["name"] for v in before.volumes if v["name"] not in volumes
+                    and v["name"].startswith(domain["name"])]
+            gone += [before.seeds[name]["name"]]
+            self.lab.remove_node(domain, gone)
+        return results
+
     # ---- Patroni and PostgreSQL --------------------------------------------------------
     def rest(self, name: str, path: str, timeout: float = 3) -> Any:
         def get():
@@ -134,7 +160,8 @@ class VmCluster:
         """What Patroni did on `name` since it booted: the lines that tell where a slow
         rejoin spent its time (archiving ready WAL, crash recovery, pg_rewind, replay)."""
         pattern = ("archiv|rewind|recovery|single-user|starting|bootstrap|following|"
-                   "waiting|Lock owner|failed|error|demot|promot")
+                   "waiting|Lock owner|failed|error|demot|promot|replica|pgbackrest|"
+                   "remov|clone|timeline|restor")
         return self.sh(name, "sudo journalctl -b -u patroni -o short-precise --no-pager "
                              f"| grep -E -i '{pattern}' | tail -n 80").stdout
 

@@ -48,6 +48,7 @@ class Lab:
                                 pool_root=Path("/var/tmp/pgha-tests") / run_id)
         self.pool_dir: Path | None = None
         self.network_name = ""
+        self.reserved: set[str] = set()  # MACs with a DHCP host entry in the network
 
     @property
     def netns(self) -> str:
@@ -75,11 +76,11 @@ class Lab:
         assert network["mode"] == "none", "the lab network must be isolated"
         (cidr,) = network["addresses"]
         net = ipaddress.ip_network(cidr)
-        hosts = "\n".join(
-            f"      <host mac={quoteattr(nic['mac'])} name={quoteattr(nic['hostname'])} "
-            f"ip={quoteattr(nic['addresses'][0])}/>"
-            for d in domains.values() for nic in d["networkInterfaces"])
+        hosts = "\n".join("      " + self._dhcp_host(nic)
+                           for d in domains.values() for nic in d["networkInterfaces"])
         self.network_name = network["name"]
+        self.reserved = {nic["mac"] for d in domains.values()
+                         for nic in d["networkInterfaces"]}
         self.host.define_network(textwrap.dedent(f"""\
             <network>
               <name>{escape(network['name'])}</name>
@@ -89,6 +90,25 @@ class Lab:
                 <dhcp>
                   <range start='{net.network_address + 100}' end='{net.network_address + 200}'/>
             """) + hosts + "\n    </dhcp>\n  </ip>\n</network>\n")
+
+    @staticmethod
+    def _dhcp_host(nic: dict) -> str:
+        return (f"<host mac={quoteattr(nic['mac'])} name={quoteattr(nic['hostname'])} "
+                f"ip={quoteattr(nic['addresses'][0])}/>")
+
+    def _update_reservations(self, domain: dict, action: str) -> None:
+        """What the libvirt provider does for an interface with fixed addresses when its
+        domain is created or destroyed: the network's DHCP host entry added or deleted,
+        live and in its configuration."""
+        for nic in domain["networkInterfaces"]:
+            if (action == "add") == (nic["mac"] in self.reserved):
+                continue
+            self.virsh("net-update", self.network_name, action, "ip-dhcp-host",
+                       self._dhcp_host(nic), "--live", "--config")
+            if action == "add":
+                self.reserved.add(nic["mac"])
+            else:
+                self.reserved.discard(nic["mac"])
 
     def create_base_volume(self, volume: dict, image: Path) -> Path:
         """The base image as a pool volume (QEMU may not read the caller's cache)."""
@@ -126,10 +146,22 @@ class Lab:
         self.virsh("pool-refresh", f"{self.prefix}-pool")
         xml_path = self.workdir / f"{domain['name']}.xml"
         xml_path.write_text(self._domain_xml(domain, overlay, seed_path, data))
+        self._update_reservations(domain, "add")
         self.virsh("define", str(xml_path))
         if domain.get("autostart"):
             self.virsh("autostart", domain["name"])
         self.virsh("start", domain["name"])
+
+    def remove_node(self, domain: dict, files: list[str]) -> None:
+        """What destroying a node's Domain and volumes does: the VM gone, its address
+        reservation released, its disks and seed deleted."""
+        assert self.pool_dir is not None
+        self.virsh("destroy", domain["name"], check=False)
+        self.virsh("undefine", domain["name"])
+        self._update_reservations(domain, "delete")
+        for name in files:
+            (self.pool_dir / name).unlink()
+        self.virsh("pool-refresh", f"{self.prefix}-pool")
 
     def _seed_iso(self, path: Path, user_data: str, meta_data: str) -> None:
         src = self.workdir / f"{path.name}.d"
