@@ -58,6 +58,9 @@ MANAGED_PG_PARAMETERS = frozenset({
     # TLS (the tls settings): the node's own certificate files.
     "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file",
 })
+# What backups set for WAL archiving (components.backup): refused then, not overridden.
+BACKUP_PG_PARAMETERS = frozenset({"archive_mode", "archive_command", "archive_library",
+                                  "restore_command"})
 PATRONI_TAGS = {"nofailover": bool, "noloadbalance": bool, "clonefrom": bool,
                 "nosync": bool, "failover_priority": int}
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")
@@ -472,6 +475,12 @@ def build_spec(raw: Mapping[str, Any],
     at_least("maximumLagOnFailover", 0)
     one_of("watchdogMode", ("off", "automatic", "required"))
     _check_parameters(v["postgresParameters"], v["postgresVersion"], problems)
+    if v["backups"]:
+        for name in v["postgresParameters"]:
+            if str(name).lower() in BACKUP_PG_PARAMETERS:
+                problems.add("postgresParameters", name,
+                             "set by the program when backups is true (WAL archiving "
+                             "to the repository); archive_timeout is yours to set")
     for key in ("clientCidrs", "adminCidrs"):
         for cidr in v[key]:
             try:

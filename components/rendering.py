@@ -144,8 +144,11 @@ def render_patroni_yml(spec: ClusterSpec, node: NodeSpec, addresses: Mapping[str
     parameters = postgres_parameters(spec)
     bootstrap = bootstrap or (backup or {}).get("bootstrap")
     if backup:
-        # After the user's parameters: archiving is the backup's, not a tunable.
-        parameters.update(backup["parameters"])
+        # Archiving is the backup's (config refuses a user's archive_command with backups
+        # on); archive_timeout is the user's to trade against WAL volume, if they set it.
+        users = {name.lower() for name in spec.postgres_parameters}
+        parameters.update({name: value for name, value in backup["parameters"].items()
+                           if name != "archive_timeout" or name not in users})
     paths = paths or node_paths(spec)
     return _render(
         "patroni.yml.j2", spec=spec, node=node, address=addresses[node.name],

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components import backup, clone, rendering
-from components.config import build_spec, parse_restore_target
+from components.config import ConfigError, build_spec, parse_restore_target
 from tests.conftest import skip_or_fail
 from tests.unit.test_rendering import SECRETS, gate_python, keys_of, patroni_known_keys
 
@@ -163,6 +163,24 @@ def test_archiving_wins_over_a_users_archive_parameters_and_is_absent_without_ba
         spec, spec.nodes[0], addresses, SECRETS, backup=settings))
     params = with_backups["bootstrap"]["dcs"]["postgresql"]["parameters"]
     assert params["archive_mode"] == "on" and params["work_mem"] == "8MB"
+    assert params["archive_timeout"] == "60s"
+
+
+def test_a_users_archive_timeout_wins_and_archive_command_is_refused_with_backups_on():
+    spec = build_spec({"postgresParameters": {"ARCHIVE_TIMEOUT": "5min"}})
+    addresses = {n.name: n.address for n in spec.nodes}
+    settings = backup.patroni_settings(backup_spec(), backup.BackupPaths())
+    params = yaml.safe_load(rendering.render_patroni_yml(
+        spec, spec.nodes[0], addresses, SECRETS, backup=settings))[
+            "bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert params["ARCHIVE_TIMEOUT"] == "5min" and "archive_timeout" not in params
+    assert params["archive_mode"] == "on"
+    for name in ("archive_command", "Archive_Mode", "restore_command"):
+        with pytest.raises(ConfigError) as error:
+            build_spec({"backups": True, "postgresParameters": {name: "x"}})
+        assert (f"pgha:postgresParameters = '{name}': set by the program when backups "
+                "is true") in str(error.value), error.value
+    build_spec({"backups": True, "postgresParameters": {"archive_timeout": "5min"}})
     without = yaml.safe_load(rendering.render_patroni_yml(spec, spec.nodes[0], addresses,
                                                           SECRETS))
     assert "create_replica_methods" not in without["postgresql"]

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import psycopg
 
 from components import health
-from components.config import RESTAPI_PORT, build_spec
+from components.config import REPOSITORY_NAME, RESTAPI_PORT, build_spec
 from components.tls import ca_file_name
 from tests import netns, workload
 from tests.conftest import REPO
@@ -28,6 +28,7 @@ from tests.vm.remote import Ssh, StepResult, run_deletes, run_steps
 class Timings:
     """Figures for the benchmark table printed at the end of the run."""
     rows: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    notes: list[str] = field(default_factory=list)
 
     def add(self, what: str, seconds: float) -> None:
         self.rows[what].append(round(seconds, 1))
@@ -156,6 +157,22 @@ class VmCluster:
             return leader if leader not in (None, old) else None
         return self.wait_for(f"a leader other than {old}", new_leader, timeout, 0.5)
 
+    def archive_backlog(self, name: str) -> str:
+        """WAL segments waiting for archive_command on `name` (.ready files), what
+        pg_stat_archiver says there, and how many segments pg_wal holds: the first two
+        are what Patroni archives before pg_rewind, the last what pg_rewind copies."""
+        wal = f"{self.spec.layout.pg_data_dir}/pg_wal"
+        counts = self.sh(name, f"sudo find {wal} -maxdepth 1 -regex '.*/[0-9A-F]*' "
+                               f"-type f | wc -l; sudo find {wal}/archive_status "
+                               "-name '*.ready' | wc -l").stdout.split()
+        try:
+            stats = self.sql(self.node_dsn(name), "SELECT archived_count, failed_count, "
+                             "last_archived_wal, last_failed_wal FROM pg_stat_archiver")[0]
+        except Exception as error:  # noqa: BLE001 - the figure is a diagnosis, not a verdict
+            stats = f"unavailable: {error}"
+        return f"pg_wal holds {counts[0]} segments, {counts[1]} ready to archive; " \
+               f"pg_stat_archiver (archived, failed, last, last failed) = {stats}"
+
     def rejoin_log(self, name: str) -> str:
         """What Patroni did on `name` since it booted: the lines that tell where a slow
         rejoin spent its time (archiving ready WAL, crash recovery, pg_rewind, replay)."""
@@ -179,6 +196,28 @@ class VmCluster:
         rest = self.in_ns(ssl.get_server_certificate, (ip, RESTAPI_PORT))
         return (x509.load_pem_x509_certificate(pem.encode()).serial_number,
                 x509.load_pem_x509_certificate(rest.encode()).serial_number)
+
+    # ---- the backup repository (backups on) ----------------------------------------------
+    def pgbackrest(self, *args: str, timeout: float = 120) -> str:
+        """A pgBackRest command on the repository host, as its admin would run it."""
+        command = " ".join(["sudo -u pgbackrest pgbackrest",
+                            f"--stanza={self.spec.cluster_name}", *args])
+        p = self.sh(REPOSITORY_NAME, command, timeout=timeout)
+        assert p.returncode == 0, (command, p.stdout, p.stderr)
+        return p.stdout
+
+    def repository_info(self) -> dict:
+        (stanza,) = json.loads(self.pgbackrest("--output=json", "info"))
+        return stanza
+
+    def wait_archived(self, leader: str) -> str:
+        """Switch WAL on the leader and wait until that segment is in the repository."""
+        dsn = self.node_dsn(leader)
+        segment = self.sql(dsn, "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+        self.wait_for(f"{segment} archived", lambda: (self.sql(
+            dsn, "SELECT last_archived_wal FROM pg_stat_archiver")[0][0] or "") >= segment,
+            timeout=180, interval=2)
+        return segment
 
     def patroni_pids(self) -> dict[str, str]:
         """Patroni's main PID on every node: unchanged means Patroni was not restarted."""

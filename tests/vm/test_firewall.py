@@ -1,9 +1,11 @@
 """The firewall on real VMs, as the program's steps left it: in force on every host and
 loaded at boot; the lab (the libvirt host's side of the network: an admin network and a
 PostgreSQL client, not a member) reaches SSH, PostgreSQL and the REST API but no Raft
-port, while the members reach each other's. The power-loss scenarios that follow run
-behind the same rules."""
-from components.config import POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT
+port; the repository VM, a host on the same network that is not a member, reaches no
+Raft port either, while the members reach each other's. The power-loss scenarios that
+follow run behind the same rules."""
+from components.backup import TLS_PORT
+from components.config import POSTGRES_PORT, RAFT_PORT, REPOSITORY_NAME, RESTAPI_PORT
 from tests import netns
 
 
@@ -30,3 +32,8 @@ def test_the_firewall_admits_the_cluster_and_keeps_raft_to_the_members(vm_cluste
                        RAFT_PORT: False}, (name, lab)
         others = [n for n in c.names if n != name]
         assert all(reachable_from_host(c, other, ip, RAFT_PORT) for other in others), name
+        if c.spec.backups:
+            # pgBackRest's server listens on every node, for the repository alone.
+            assert not reachable_from_lab(c, ip, TLS_PORT), name
+            assert reachable_from_host(c, REPOSITORY_NAME, ip, TLS_PORT), name
+            assert not reachable_from_host(c, REPOSITORY_NAME, ip, RAFT_PORT), name

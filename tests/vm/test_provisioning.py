@@ -92,8 +92,8 @@ def test_a_changed_parameter_reruns_only_the_configure_steps_and_is_live(vm_clus
     current = c.sql(c.dsn("dsnReadWrite"), "SHOW work_mem")[0][0]
     wanted = "6MB" if current != "6MB" else "7MB"
     before = c.plan
-    after = plan_for({**before.settings, "postgresParameters": {"work_mem": wanted}},
-                     c.mocks)
+    parameters = {**before.settings.get("postgresParameters", {}), "work_mem": wanted}
+    after = plan_for({**before.settings, "postgresParameters": parameters}, c.mocks)
     changed = sorted(after.steps_changed_since(before))
     configure = sorted(n for n in after.steps if n.endswith("-provision-configure"))
     # The gate, and with backups on the repository's check, re-run after any config change.

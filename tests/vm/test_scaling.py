@@ -6,8 +6,8 @@ lock and PostgreSQL throughout, no node of the first three is reset, and no ackn
 write is lost.
 
 It runs last (the timing it sets stays): Patroni's timing for emulation, as the
-README's troubleshooting says, since five emulated VMs on two host cores starve each
-other's CPU while two of them boot."""
+README's troubleshooting says, since six emulated VMs on two host cores (five nodes and
+the repository) starve each other's CPU while two of them boot."""
 import time
 
 from components.config import RAFT_PORT
