@@ -63,6 +63,7 @@ class Registration:
         self.additional_secret_outputs = set(request.additionalSecretOutputs)
         self.custom_timeouts = request.customTimeouts
         self.ignore_changes = list(request.ignoreChanges)
+        self.provider = request.provider  # "<urn>::<id>", empty for the default provider
         self.inputs = inputs
 
     @property
