@@ -75,6 +75,9 @@ def ssh_to(ip: str) -> str:
 
 
 pulumi.export("nodeIps", cluster.node_ips)
+if spec.hosts:
+    # Where each VM runs (the repository too): the host to look at when one is lost.
+    pulumi.export("nodeHosts", dict(spec.placement))
 pulumi.export("leaderAtCreation", cluster.leader)
 pulumi.export("dsnReadWrite", cluster.dsn_read_write)
 pulumi.export("dsnReadOnly", cluster.dsn_read_only)

@@ -18,7 +18,7 @@ from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
                                     deleting_ssh_connection, remote_step)
 from components.repository import BackupRepository, BackupRepositoryArgs
-from components.vm import LibvirtNode, LibvirtNodeArgs, libvirt_host
+from components.vm import LibvirtNode, LibvirtNodeArgs, libvirt_hosts
 
 PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
              "restapi_password", "raft_password")
@@ -57,9 +57,7 @@ class PatroniCluster(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:PatroniCluster", name, None, opts)
         spec = args.spec
-        host = libvirt_host(name, spec, parent=self)
-        infra = host.options
-        network_id = host.network_id
+        hosts = libvirt_hosts(name, spec, parent=self)
 
         ssh_public_key, ssh_private_key = self._ssh_key(name, args)
         secrets = self._passwords(name)
@@ -73,22 +71,22 @@ class PatroniCluster(pulumi.ComponentResource):
                                                   algorithm="ED25519",
                                                   opts=pulumi.ResourceOptions(parent=self))
             vms[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
-                spec=spec, node=node, base_volume_id=host.base_volume_id, network_id=network_id,
-                ssh_public_key=ssh_public_key,
+                spec=spec, node=node, host=hosts[node.host], ssh_public_key=ssh_public_key,
                 host_private_key=pulumi.Output.secret(
                     host_keys[node.name].private_key_openssh),
-                host_public_key=host_keys[node.name].public_key_openssh), opts=infra)
+                host_public_key=host_keys[node.name].public_key_openssh),
+                opts=hosts[node.host].options)
 
         names = list(vms)
         self.node_ips = pulumi.Output.all(*[vms[n].ip for n in names]).apply(
             lambda ips: dict(zip(names, ips)))
 
         repository = restore_check = None
-        if spec.backups is not None:
+        if spec.backups is not None and spec.repository is not None:
+            host = hosts[spec.repository.host]
             repository = BackupRepository(f"{name}-repository", BackupRepositoryArgs(
-                spec=spec, base_volume_id=host.base_volume_id, network_id=network_id,
-                ssh_public_key=ssh_public_key, ssh_private_key=ssh_private_key,
-                addresses=self.node_ips), opts=infra)
+                spec=spec, host=host, ssh_public_key=ssh_public_key,
+                ssh_private_key=ssh_private_key, addresses=self.node_ips), opts=host.options)
             self.repository_ip = repository.ip
             self.backup_clone_source = repository.clone_source()
             if spec.backups.restore_target is not None:

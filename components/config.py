@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlparse
 
+from components import hosts as multihost
 from components.calendar import calendar_problem
+from components.hosts import HostSpec
 
 POSTGRES_PORT = 5432
 RESTAPI_PORT = 8008
@@ -86,6 +88,7 @@ class Setting:
     kind: str  # str | int | bool | object | list
     default: Any
     description: str
+    items: str = "str"  # a list's items: str | object
 
 
 # Every stack setting (key in Pulumi.yaml's `config:` block, namespace `pgha`).
@@ -107,6 +110,17 @@ SETTINGS: dict[str, Setting] = {
                            "creating one"),
     "networkCidr": Setting("str", "192.168.130.0/24", "CIDR of the network the program creates"),
     "networkMode": Setting("str", "nat", "created network's mode: nat or none (isolated)"),
+    # Several libvirt hosts (empty: one host, libvirtUri, as above).
+    "hosts": Setting("list", [], "the libvirt hosts the nodes are spread over, each "
+                     "{name, uri, bridge|macvtap|network, storagePool?}; "
+                     "empty: every VM on libvirtUri", items="object"),
+    "placement": Setting("object", {}, "host name per node (and for the repository); "
+                         "unplaced nodes go round-robin in node order"),
+    "allowHostMajority": Setting("bool", False, "acknowledge a placement where losing "
+                                 "one host stops the cluster; refused otherwise"),
+    "networkGateway": Setting("str", "", "with hosts: the LAN's default gateway for the "
+                              "nodes' static addresses; empty: no default route"),
+    "networkDns": Setting("list", [], "with hosts: DNS servers for the nodes"),
     "sshUser": Setting("str", "pgha", "admin user created on every node"),
     "sshPublicKey": Setting("str", "", "OpenSSH public key for sshUser; empty: generate "
                             "a key pair (needs sshPrivateKey when set)"),
@@ -196,6 +210,7 @@ class NodeSpec:
     mac: str
     address: str | None  # fixed DHCP reservation, None on an existing network
     tags: Mapping[str, Any] = field(default_factory=dict)
+    host: str = ""  # its libvirt host's name (hosts listed), else ""
 
 
 @dataclass(frozen=True)
@@ -300,6 +315,12 @@ class ClusterSpec:
     tls: TlsSettings | None = None  # None: plain text (debugging only)
     backups: BackupSettings | None = None  # None: no backups, no repository VM
     clone: CloneSpec | None = None  # None: a new cluster starts empty (initdb)
+    # Several libvirt hosts (empty: libvirt_uri alone): each node's host by name, static
+    # addresses in network_cidr on the LAN the hosts share.
+    hosts: tuple[HostSpec, ...] = ()
+    placement: Mapping[str, str] = field(default_factory=dict)
+    network_gateway: str = ""
+    network_dns: tuple[str, ...] = ()
 
     @property
     def restore_request(self) -> str | None:
@@ -313,7 +334,13 @@ class ClusterSpec:
 
     @property
     def creates_network(self) -> bool:
-        return not self.network_name
+        return not self.network_name and not self.hosts
+
+    @property
+    def knows_addresses(self) -> bool:
+        """The nodes' addresses are the program's: reservations on the network it creates,
+        or static addresses on the hosts' LAN."""
+        return self.creates_network or bool(self.hosts)
 
     @property
     def generates_ssh_key(self) -> bool:
@@ -326,9 +353,10 @@ class ClusterSpec:
     @property
     def nodes(self) -> list[NodeSpec]:
         return [NodeSpec(name=name, index=i, mac=node_mac(self.cluster_name, i),
-                         address=node_address(self.network_cidr, i) if self.creates_network
+                         address=node_address(self.network_cidr, i) if self.knows_addresses
                          else None,
-                         tags=dict(self.node_tags.get(name, {})))
+                         tags=dict(self.node_tags.get(name, {})),
+                         host=self.placement.get(name, ""))
                 for i, name in enumerate(self.node_names)]
 
     @property
@@ -339,12 +367,13 @@ class ClusterSpec:
         return NodeSpec(name=REPOSITORY_NAME, index=-1,
                         mac=node_mac(self.cluster_name, REPOSITORY_NAME),
                         address=node_address(self.network_cidr, REPOSITORY_OFFSET)
-                        if self.creates_network else None)
+                        if self.knows_addresses else None,
+                        host=self.placement.get(REPOSITORY_NAME, ""))
 
     @property
     def hba_cidrs(self) -> tuple[str, ...]:
         """Who may connect to PostgreSQL: the configured clients, else the cluster network."""
-        return self.client_cidrs or ((self.network_cidr,) if self.creates_network else ())
+        return self.client_cidrs or ((self.network_cidr,) if self.knows_addresses else ())
 
     @property
     def layout(self) -> OsLayout:
@@ -454,6 +483,7 @@ def build_spec(raw: Mapping[str, Any],
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v["storagePool"]):
         problems.add("storagePool", v["storagePool"], "a libvirt storage pool name")
     _check_network(v, problems)
+    hosts, placement = _check_hosts(v, problems)
     if not USER_RE.match(v["sshUser"]) or v["sshUser"] in ("root", "postgres"):
         problems.add("sshUser", v["sshUser"], "a Linux user name other than root/postgres")
     if v["sshPublicKey"] and not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-\S+) \S+",
@@ -540,7 +570,9 @@ def build_spec(raw: Mapping[str, Any],
         http_proxy=v["httpProxy"], extra_ca_certificates=v["extraCaCertificates"],
         python_index_url=v["pythonIndexUrl"],
         health_timeout_seconds=v["healthTimeoutSeconds"], tls=tls, backups=backups,
-        clone=clone,
+        clone=clone, hosts=hosts, placement=placement,
+        network_gateway=v["networkGateway"],
+        network_dns=tuple(str(a) for a in v["networkDns"]),
     )
 
 
@@ -746,10 +778,13 @@ def _check_node_image(v: dict, path: str, problems: _Problems) -> None:
 def _admin_cidrs(v: dict) -> tuple[str, ...]:
     """Who reaches SSH and the REST API: the configured networks, else the network the
     program creates; on that network the libvirt host's own address (.1) always, so a
-    `pulumi up` run there can always correct the setting."""
+    `pulumi up` run there can always correct the setting. On the hosts' LAN: the
+    configured networks, else the LAN."""
     cidrs = [str(ipaddress.ip_network(c, strict=False)) for c in v["adminCidrs"]]
     if v["networkName"]:
         return tuple(cidrs)
+    if v["hosts"]:
+        return tuple(cidrs or [str(ipaddress.ip_network(v["networkCidr"], strict=False))])
     network = ipaddress.ip_network(v["networkCidr"], strict=False)
     return tuple(cidrs or [str(network)]) + (f"{network.network_address + 1}/32",)
 
@@ -759,9 +794,10 @@ def _check_network(v: dict, problems: _Problems) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v["networkName"]):
             problems.add("networkName", v["networkName"], "a libvirt network name")
         return
-    if v["networkMode"] not in ("nat", "none"):
+    lan = bool(v["hosts"])  # the hosts' LAN: no libvirt network of the program's
+    if not lan and v["networkMode"] not in ("nat", "none"):
         problems.add("networkMode", v["networkMode"], "allowed: nat, none")
-    elif v["networkMode"] == "none" and not v["httpProxy"] and not v["baseImage"]:
+    elif not lan and v["networkMode"] == "none" and not v["httpProxy"] and not v["baseImage"]:
         # An image of the user's own may carry a mirror on that network; the official
         # cloud images know only the distributions' repositories on the Internet.
         problems.add("networkMode", "none", "an isolated network has no route to any "
@@ -776,7 +812,11 @@ def _check_network(v: dict, problems: _Problems) -> None:
     if net.version != 4:
         problems.add("networkCidr", v["networkCidr"], "must be IPv4")
         return
-    if net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+    if lan:
+        if net.is_multicast or any(net.overlaps(r) for r in UNUSABLE_NETWORKS):
+            problems.add("networkCidr", v["networkCidr"], "the hosts' LAN: not loopback, "
+                         "link-local, multicast or reserved")
+    elif net.overlaps(LIBVIRT_DEFAULT_NETWORK):
         problems.add("networkCidr", v["networkCidr"],
                      f"overlaps libvirt's own default network ({LIBVIRT_DEFAULT_NETWORK}, "
                      f"present on most hosts); pick another private range, e.g. "
@@ -791,6 +831,69 @@ def _check_network(v: dict, problems: _Problems) -> None:
                      f"too small for {v['nodeCount']} nodes: nodes start at host "
                      f"+{FIRST_NODE_OFFSET}, so at least {needed} addresses (/"
                      f"{32 - (needed - 1).bit_length()} or larger) are needed")
+
+
+def _check_hosts(v: dict, problems: _Problems) -> tuple[tuple[HostSpec, ...], dict[str, str]]:
+    """The libvirt hosts, each node's host and the LAN's static settings; nothing without
+    hosts (then the settings that need them are refused, not ignored)."""
+    if not v["hosts"]:
+        for key, empty in (("placement", {}), ("allowHostMajority", False),
+                           ("networkGateway", ""), ("networkDns", [])):
+            if v[key] != empty:
+                problems.add(key, v[key], "only with hosts (the nodes spread over several "
+                             "libvirt hosts); a single-host stack's network is libvirt's")
+        return (), {}
+    if v["libvirtUri"] != SETTINGS["libvirtUri"].default:
+        problems.add("libvirtUri", v["libvirtUri"], "not with hosts: each host's uri says "
+                     "where its VMs run")
+    if v["networkName"]:
+        problems.add("networkName", v["networkName"], "not with hosts: each host's bridge, "
+                     "macvtap or network says how its VMs reach the shared LAN")
+    hosts = multihost.parse_hosts(v["hosts"], v["storagePool"], problems)
+    nodes = [f"{v['namePrefix']}{i + 1}" for i in range(v["nodeCount"] or 0)]
+    repository = REPOSITORY_NAME if v["backups"] else None
+    _check_lan_addresses(v, nodes, problems)
+    if not hosts or not multihost.check_placement(v["placement"], nodes, hosts, repository,
+                                                  problems):
+        return hosts, {}
+    placement = multihost.place(nodes, hosts, v["placement"], repository)
+    why = multihost.majority_problem(placement, nodes)
+    if why and not v["allowHostMajority"]:
+        shown = {h.name: [n for n in nodes if placement[n] == h.name] for h in hosts}
+        problems.add("placement", shown, f"{why}; list another host, move a node "
+                     f"(pgha:placement), or set pgha:allowHostMajority true to accept it")
+    return hosts, placement
+
+
+def _check_lan_addresses(v: dict, nodes: list[str], problems: _Problems) -> None:
+    """The gateway and DNS servers the nodes' static network configuration names."""
+    try:
+        net = ipaddress.ip_network(v["networkCidr"], strict=False)
+    except ValueError:
+        return  # reported by _check_network
+    taken = {node_address(str(net), i) for i in range(len(nodes))}
+    if v["backups"]:
+        taken.add(node_address(str(net), REPOSITORY_OFFSET))
+    gateway = v["networkGateway"]
+    if gateway:
+        try:
+            address = ipaddress.ip_address(gateway)
+            if address not in net or address in (net.network_address,
+                                                 net.broadcast_address):
+                problems.add("networkGateway", gateway, f"an address in networkCidr {net}")
+            elif gateway in taken:
+                problems.add("networkGateway", gateway, "a node's own address (nodes "
+                             f"start at host +{FIRST_NODE_OFFSET} of networkCidr)")
+        except ValueError:
+            problems.add("networkGateway", gateway, "an IPv4 address such as 10.0.0.1")
+    if not isinstance(v["networkDns"], list):
+        return
+    for server in v["networkDns"]:
+        try:
+            if ipaddress.ip_address(str(server)).version != 4:
+                raise ValueError
+        except ValueError:
+            problems.add("networkDns", server, "IPv4 addresses of DNS servers")
 
 
 def _check_postgres(v: dict, problems: _Problems) -> None:

@@ -40,6 +40,25 @@ class Fixed:
     why: str
     # The values a change may go to anyway: (old, new) -> allowed.
     allows: Callable[[str, str], bool] = lambda old, new: False
+    # Recorded only when not empty; a run that recorded none had it empty. (Settings
+    # added later: an existing stack's recorded output stays as it was.)
+    omit_empty: bool = False
+
+
+def _placement(spec: ClusterSpec) -> str:
+    """Each VM's host as it matters to the VM: the connection, pool and LAN attachment."""
+    hosts = {h.name: h for h in spec.hosts}
+    return ";".join(f"{node}={hosts[host].uri}|{hosts[host].storage_pool}|"
+                    f"{hosts[host].attachment}:{hosts[host].device}"
+                    for node, host in sorted(spec.placement.items()))
+
+
+def _same_hosts_for_kept_nodes(old: str, new: str) -> bool:
+    """Scaling adds or removes nodes; a node that stays keeps its host."""
+    if not old or not new:
+        return False
+    before, after = (dict(e.split("=", 1) for e in v.split(";")) for v in (old, new))
+    return all(after[n] == h for n, h in before.items() if n in after)
 
 
 def _backups(spec: ClusterSpec, read: Callable) -> str:
@@ -63,12 +82,24 @@ FIXED: dict[str, Fixed] = {
     "networkName": Fixed(lambda s: s.network_name,
                          "the nodes' addresses would change under a running Raft cluster; "
                          + CREATE_ANEW),
-    "networkCidr": Fixed(lambda s: s.network_cidr if s.creates_network else "",
+    "networkCidr": Fixed(lambda s: s.network_cidr if s.knows_addresses else "",
                          "the nodes' addresses would change under a running Raft cluster; "
                          + CREATE_ANEW),
     "networkMode": Fixed(lambda s: s.network_mode if s.creates_network else "",
                          "the network would be replaced under the running VMs; "
                          + CREATE_ANEW),
+    "hosts": Fixed(_placement,
+                   "a VM would move to another libvirt host (or between one host and a "
+                   "list of hosts): it would be replaced, data disk included, and moving "
+                   "a node is not supported yet; keep each node's host, or scale in and "
+                   "out, or create a new stack",
+                   allows=_same_hosts_for_kept_nodes, omit_empty=True),
+    "networkGateway": Fixed(lambda s: s.network_gateway,
+                            "cloud-init set each node's network at its first boot; "
+                            + CREATE_ANEW, omit_empty=True),
+    "networkDns": Fixed(lambda s: ",".join(s.network_dns),
+                        "cloud-init set each node's network at its first boot; "
+                        + CREATE_ANEW, omit_empty=True),
     "sshUser": Fixed(lambda s: s.ssh_user,
                      "cloud-init created the user at each VM's first boot, so no node "
                      "would accept the new one"),
@@ -137,6 +168,8 @@ IN_PLACE: dict[str, str] = {
     "tlsCertificateDays": "applies to the next certificate issued",
     "tlsRenewalDays": "applies to the next run's renewal check",
     "nodeTags": "patroni.yml, reloaded",
+    "placement": "where nodes added later go (a node's host is fixed: see hosts)",
+    "allowHostMajority": "an acknowledgement, checked on every run",
     "httpProxy": "used by the install steps",
     "extraCaCertificates": "the nodes' trust store",
     "pythonIndexUrl": "used by the install steps",
@@ -154,17 +187,23 @@ IN_PLACE: dict[str, str] = {
 def record(spec: ClusterSpec) -> dict[str, str]:
     """What this run exports as OUTPUT: each fixed setting's effective value (keys and CA
     certificates as a digest)."""
-    return {key: fixed.read(spec) for key, fixed in FIXED.items()}
+    values = {key: fixed.read(spec) for key, fixed in FIXED.items()}
+    return {key: value for key, value in values.items()
+            if value or not FIXED[key].omit_empty}
 
 
 def refused_changes(previous: Mapping[str, str], spec: ClusterSpec) -> list[str]:
     """One line per fixed setting whose value differs from the one the live cluster was
     built with, in ConfigError's form: the key, the new value, why not, what to do."""
     problems = []
-    for key, value in record(spec).items():
-        if key not in previous or previous[key] == value:
+    current = record(spec)
+    for key, fixed in FIXED.items():
+        value = current.get(key, "")
+        if key not in previous and not (fixed.omit_empty and previous):
             continue
-        old = previous[key]
+        old = previous.get(key, "")
+        if old == value:
+            continue
         if FIXED[key].allows(old, value):
             continue
         if old.startswith("sha256:") or value.startswith("sha256:"):

@@ -6,6 +6,7 @@ values to these functions inside `apply`, and the tests call them directly.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import posixpath
 import shlex
 import textwrap
@@ -173,10 +174,25 @@ def render_cloud_init(spec: ClusterSpec, node: NodeSpec, ssh_public_key: str,
                    host_private_key=host_private_key, host_public_key=host_public_key.strip())
 
 
+# The node's interface on the hosts' LAN, named by its MAC (a name of the program's own,
+# the same on every distribution and virtual NIC model).
+LAN_INTERFACE = "lan0"
+
+
+def render_network_config(spec: ClusterSpec, node: NodeSpec) -> str | None:
+    """cloud-init network configuration: a static address on the hosts' LAN; None where
+    libvirt's DHCP serves the node (one host)."""
+    if not spec.hosts:
+        return None
+    prefix = ipaddress.ip_network(spec.network_cidr).prefixlen
+    return _render("cloud-init-network.yaml.j2", spec=spec, node=node,
+                   interface=LAN_INTERFACE, prefix=prefix)
+
+
 def _proxy_files(spec: ClusterSpec) -> dict[str, str]:
     proxy = spec.http_proxy
     no_proxy = ",".join(["localhost", "127.0.0.1"] + ([spec.network_cidr]
-                                                      if spec.creates_network else []))
+                                                      if spec.knows_addresses else []))
     env = "" if not proxy else (
         f"export http_proxy={shlex.quote(proxy)} https_proxy={shlex.quote(proxy)}\n"
         f"export no_proxy={shlex.quote(no_proxy)}\n")

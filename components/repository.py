@@ -18,7 +18,7 @@ from components.certificates import TlsIdentity
 from components.config import ClusterSpec
 from components.provisioner import (deleting_ssh_connection, remote_step, ssh_connection,
                                     vm_steps)
-from components.vm import DATA_DISK_DEVICE, LibvirtNode, LibvirtNodeArgs
+from components.vm import DATA_DISK_DEVICE, LibvirtHost, LibvirtNode, LibvirtNodeArgs
 
 # Long enough never to surprise anyone; an `up` in the last 30 days renews a certificate
 # (the hosts get the new one through their configure steps).
@@ -30,8 +30,7 @@ CERT_USES = ["digital_signature", "key_encipherment", "server_auth", "client_aut
 @dataclass
 class BackupRepositoryArgs:
     spec: ClusterSpec
-    base_volume_id: pulumi.Input[str]
-    network_id: Optional[pulumi.Input[str]]
+    host: LibvirtHost  # where its VM runs
     ssh_public_key: pulumi.Input[str]
     ssh_private_key: pulumi.Input[str]
     # Every database node's IP by name, in node order (pg1..pgN in pgbackrest.conf).
@@ -57,8 +56,7 @@ class BackupRepository(pulumi.ComponentResource):
 
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
         self.vm = LibvirtNode(name, LibvirtNodeArgs(
-            spec=spec, node=node, base_volume_id=args.base_volume_id,
-            network_id=args.network_id, ssh_public_key=args.ssh_public_key,
+            spec=spec, node=node, host=args.host, ssh_public_key=args.ssh_public_key,
             host_private_key=pulumi.Output.secret(host_key.private_key_openssh),
             host_public_key=host_key.public_key_openssh,
             vcpus=1, memory_mib=settings.repo_memory_mib,

@@ -10,7 +10,8 @@ import pulumi
 import pulumi_libvirt as libvirt
 
 from components.config import ClusterSpec, NodeSpec
-from components.rendering import render_cloud_init
+from components.hosts import HostSpec
+from components.rendering import render_cloud_init, render_network_config
 
 GIB = 1024 ** 3
 # Disks are virtio, attached in the order declared: system disk, then the data disk.
@@ -22,13 +23,24 @@ DOMAIN_TIMEOUTS = pulumi.CustomTimeouts(create="30m", delete="10m")
 
 @dataclass
 class LibvirtHost:
-    """What every VM of the stack shares on its libvirt host."""
-    options: pulumi.ResourceOptions  # the provider, for the VMs' resources
+    """What every VM of the stack on one libvirt host shares there."""
+    options: pulumi.ResourceOptions  # the host's provider, for its VMs' resources
     network_id: Optional[pulumi.Output[str]]  # None on a network the program does not own
     base_volume_id: pulumi.Output[str]
+    storage_pool: str
+    lan: Optional[HostSpec] = None  # a listed host: its VMs' static LAN attachment
 
 
-def libvirt_host(name: str, spec: ClusterSpec, parent: pulumi.Resource) -> LibvirtHost:
+def libvirt_hosts(name: str, spec: ClusterSpec,
+                  parent: pulumi.Resource) -> dict[str, LibvirtHost]:
+    """Each libvirt host the stack uses, by the name its nodes give (NodeSpec.host): the
+    listed hosts, or the single host of libvirtUri under the name ""."""
+    if not spec.hosts:
+        return {"": _single_host(name, spec, parent)}
+    return {host.name: _listed_host(name, spec, host, parent) for host in spec.hosts}
+
+
+def _single_host(name: str, spec: ClusterSpec, parent: pulumi.Resource) -> LibvirtHost:
     """The provider for spec.libvirt_uri, the network the program creates (unless the
     stack names an existing one) and the base image volume the nodes' disks overlay."""
     provider = libvirt.Provider(f"{name}-libvirt", uri=spec.libvirt_uri,
@@ -45,15 +57,29 @@ def libvirt_host(name: str, spec: ClusterSpec, parent: pulumi.Resource) -> Libvi
     base_volume = libvirt.Volume(
         f"{name}-base-image", name=f"{spec.libvirt_prefix}-base.qcow2",
         pool=spec.storage_pool, source=spec.image_source, format="qcow2", opts=infra)
-    return LibvirtHost(options=infra, network_id=network_id, base_volume_id=base_volume.id)
+    return LibvirtHost(options=infra, network_id=network_id, base_volume_id=base_volume.id,
+                       storage_pool=spec.storage_pool)
+
+
+def _listed_host(name: str, spec: ClusterSpec, host: HostSpec,
+                 parent: pulumi.Resource) -> LibvirtHost:
+    """A provider for one listed host and the base image in its pool; its VMs attach to
+    the LAN the hosts share (no libvirt network of the program's)."""
+    provider = libvirt.Provider(f"{name}-{host.name}-libvirt", uri=host.uri,
+                                opts=pulumi.ResourceOptions(parent=parent))
+    infra = pulumi.ResourceOptions(parent=parent, provider=provider)
+    base_volume = libvirt.Volume(
+        f"{name}-{host.name}-base-image", name=f"{spec.libvirt_prefix}-base.qcow2",
+        pool=host.storage_pool, source=spec.image_source, format="qcow2", opts=infra)
+    return LibvirtHost(options=infra, network_id=None, base_volume_id=base_volume.id,
+                       storage_pool=host.storage_pool, lan=host)
 
 
 @dataclass
 class LibvirtNodeArgs:
     spec: ClusterSpec
     node: NodeSpec
-    base_volume_id: pulumi.Input[str]
-    network_id: Optional[pulumi.Input[str]]
+    host: LibvirtHost  # the VM's resources go under host.options (its provider)
     ssh_public_key: pulumi.Input[str]
     host_private_key: pulumi.Input[str]
     host_public_key: pulumi.Input[str]
@@ -74,37 +100,35 @@ class LibvirtNode(pulumi.ComponentResource):
     def __init__(self, name: str, args: LibvirtNodeArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:LibvirtNode", name, None, opts)
-        spec, node = args.spec, args.node
+        spec, node, host = args.spec, args.node, args.host
         child = pulumi.ResourceOptions(parent=self)
         libvirt_name = f"{spec.libvirt_prefix}-{node.name}"
 
         disk = libvirt.Volume(
-            f"{name}-disk", name=f"{libvirt_name}.qcow2", pool=spec.storage_pool,
-            base_volume_id=args.base_volume_id, format="qcow2", size=spec.disk_gib * GIB,
+            f"{name}-disk", name=f"{libvirt_name}.qcow2", pool=host.storage_pool,
+            base_volume_id=host.base_volume_id, format="qcow2", size=spec.disk_gib * GIB,
             opts=child)
         disks = [libvirt.DomainDiskArgs(volume_id=disk.id)]
         if args.data_disk_gib:
             data_disk = libvirt.Volume(
                 f"{name}-data-disk", name=f"{libvirt_name}-data.qcow2",
-                pool=spec.storage_pool, format="qcow2", size=args.data_disk_gib * GIB,
+                pool=host.storage_pool, format="qcow2", size=args.data_disk_gib * GIB,
                 opts=child)
             disks.append(libvirt.DomainDiskArgs(volume_id=data_disk.id))
         user_data = pulumi.Output.all(
             args.ssh_public_key, args.host_private_key, args.host_public_key,
         ).apply(lambda keys: render_cloud_init(spec, node, *keys))
+        network_config = render_network_config(spec, node)
         # cloud-init reads the seed once, at the VM's first boot. A later change of what
         # it would say (a newer template of this program) must not rebuild the seed: the
         # domain refers to it, so a new seed would replace the VM and wipe its data.
         seed = libvirt.CloudInitDisk(
-            f"{name}-seed", name=f"{libvirt_name}-seed.iso", pool=spec.storage_pool,
-            user_data=user_data,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["userData"]))
+            f"{name}-seed", name=f"{libvirt_name}-seed.iso", pool=host.storage_pool,
+            user_data=user_data, network_config=network_config,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[
+                "userData", *(["networkConfig"] if network_config else [])]))
 
-        interface = libvirt.DomainNetworkInterfaceArgs(
-            mac=node.mac, hostname=node.name, wait_for_lease=True,
-            addresses=[node.address] if node.address else None,
-            network_id=args.network_id,
-            network_name=None if args.network_id is not None else spec.network_name)
+        interface = _interface(spec, node, host)
         self.domain = libvirt.Domain(
             f"{name}-domain", name=libvirt_name, type=spec.domain_type,
             vcpu=args.vcpus or spec.vcpus, memory=args.memory_mib or spec.memory_mib,
@@ -120,8 +144,29 @@ class LibvirtNode(pulumi.ComponentResource):
                                                 target_type="serial")],
             autostart=True,
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=DOMAIN_TIMEOUTS))
-        self.ip = self.domain.network_interfaces.apply(_first_address)
+        if host.lan is None:
+            self.ip = self.domain.network_interfaces.apply(_first_address)
+        else:
+            # A static address, in use once the domain exists.
+            self.ip = self.domain.id.apply(lambda _: node.address or "")
         self.register_outputs({"ip": self.ip, "domain": self.domain.id})
+
+
+def _interface(spec: ClusterSpec, node: NodeSpec,
+               host: LibvirtHost) -> libvirt.DomainNetworkInterfaceArgs:
+    """The VM's NIC: on libvirt's network with a DHCP reservation (one host), or on the
+    hosts' shared LAN through the host's bridge, NIC or network (a static address the
+    seed's network configuration sets; no lease to wait for)."""
+    if host.lan is None:
+        return libvirt.DomainNetworkInterfaceArgs(
+            mac=node.mac, hostname=node.name, wait_for_lease=True,
+            addresses=[node.address] if node.address else None,
+            network_id=host.network_id,
+            network_name=None if host.network_id is not None else spec.network_name)
+    attachment = {host.lan.attachment if host.lan.attachment != "network" else
+                  "network_name": host.lan.device}
+    return libvirt.DomainNetworkInterfaceArgs(mac=node.mac, wait_for_lease=False,
+                                              **attachment)
 
 
 def _first_address(interfaces) -> str:

@@ -132,6 +132,8 @@ def run_program(settings: dict, mocks: pulumi.runtime.Mocks,
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="pgha", stack="test", preview=False,
                              monitor=monitor)
+    # The root stack outlives set_mocks within a process: forget the last run's exports.
+    pulumi.runtime.settings.get_root_resource().outputs.clear()
     pulumi.runtime.set_all_config({f"pgha:{k}": v if isinstance(v, str) else json.dumps(v)
                                    for k, v in settings.items()})
     namespace: dict = {}

@@ -138,7 +138,7 @@ def test_every_setting_is_declared_in_pulumi_yaml_as_the_program_knows_it():
     types = {"str": "string", "int": "integer", "bool": "boolean", "object": "object",
              "list": "array"}
     for key, setting in SETTINGS.items():
-        items = {"items": {"type": "string"}} if setting.kind == "list" else {}
+        items = {"items": {"type": types[setting.items]}} if setting.kind == "list" else {}
         assert declared[key] == {"type": types[setting.kind], "default": setting.default,
                                  "description": setting.description, **items}, key
 

@@ -69,12 +69,18 @@ FIXED_CHANGES = {
     "backupRepoDiskGib": 100,
     "backupRepoMemoryMib": 2048,
     "cloneFromStack": "organization/pgha/prod",
+    "hosts": [{"name": f"hv{i}", "uri": f"qemu+ssh://root@hv{i}/system", "bridge": "br0"}
+              for i in (1, 2, 3)],
+    "networkGateway": "192.168.130.1",
+    "networkDns": ["192.168.130.2"],
 }
 # What a change needs besides the new value to be valid on its own.
 COMPANIONS = {
     "networkName": {"adminCidrs": ["192.168.122.0/24"]},
     "networkMode": {"httpProxy": "http://proxy:3128"},
     "postgresSource": {"osFamily": "debian12", "postgresVersion": 15},
+    "networkGateway": {"hosts": FIXED_CHANGES["hosts"]},
+    "networkDns": {"hosts": FIXED_CHANGES["hosts"]},
 }
 
 
@@ -140,7 +146,12 @@ IN_PLACE_CHANGES = {
     "backupRetentionFull": 4, "backupFullSchedule": "Sat *-*-* 02:00:00",
     "backupDiffSchedule": "", "backupCompressType": "lz4", "backupCompressLevel": 1,
     "backupArchiveQueueMax": "4GiB", "restoreTarget": "latest",
+    # Stating where the nodes already are; adding nodes is the test below.
+    "placement": {"srv1": "hv1", "srv2": "hv2"}, "allowHostMajority": True,
 }
+# The stack an in-place change applies to, where BASE cannot say it.
+ON_HOSTS = {**BASE, "hosts": FIXED_CHANGES["hosts"]}
+IN_PLACE_BASES = {"placement": ON_HOSTS, "allowHostMajority": ON_HOSTS}
 
 
 def test_the_in_place_changes_cover_every_changeable_setting():
@@ -149,9 +160,32 @@ def test_the_in_place_changes_cover_every_changeable_setting():
 
 @pytest.mark.parametrize("key", sorted(IN_PLACE_CHANGES))
 def test_a_change_of_an_in_place_setting_passes(key):
-    changed = build_spec({**BASE, key: IN_PLACE_CHANGES[key]})
-    assert fixed_settings.refused_changes(previous(BASE)[fixed_settings.OUTPUT],
+    base = IN_PLACE_BASES.get(key, BASE)
+    changed = build_spec({**base, key: IN_PLACE_CHANGES[key]})
+    assert fixed_settings.refused_changes(previous(base)[fixed_settings.OUTPUT],
                                           changed) == []
+
+
+def test_a_single_host_stack_records_what_it_did_before_hosts_existed():
+    """No new key in its fixedSettings output: an existing stack's outputs stay as they
+    were (the hosts' keys are recorded only when set)."""
+    recorded = fixed_settings.record(build_spec(BASE))
+    assert not {"hosts", "networkGateway", "networkDns"} & set(recorded)
+
+
+def test_on_hosts_nodes_come_and_go_but_a_kept_node_never_changes_host():
+    last = previous(ON_HOSTS)[fixed_settings.OUTPUT]
+    grown = build_spec({**ON_HOSTS, "nodeCount": 5, "placement": {"srv4": "hv3"}})
+    assert fixed_settings.refused_changes(last, grown) == []
+    moved = build_spec({**ON_HOSTS, "placement": {"srv1": "hv2", "srv2": "hv1"}})
+    (line,) = fixed_settings.refused_changes(last, moved)
+    assert line.startswith("pgha:hosts = ") and "cannot change in place" in line
+    renamed = [{**h, "uri": h["uri"].replace("hv3", "hv9")} for h in ON_HOSTS["hosts"]]
+    (line,) = fixed_settings.refused_changes(last, build_spec({**ON_HOSTS,
+                                                               "hosts": renamed}))
+    assert line.startswith("pgha:hosts = ")
+    back_to_one = fixed_settings.refused_changes(last, build_spec(BASE))
+    assert [p for p in back_to_one if p.startswith("pgha:hosts = '' (empty)")]
 
 
 @pytest.mark.parametrize("before, after", [

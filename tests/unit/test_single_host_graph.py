@@ -37,6 +37,8 @@ def graph(settings: dict[str, Any]) -> dict[str, Any]:
     """What the engine compares with a stack's state, per resource."""
     entries = {}
     for r in run_program(settings).registrations:
+        if r.type == "pulumi:pulumi:Stack":
+            continue  # registered by the first run in a process only
         entry: dict[str, Any] = {"parent": _last(r.parent, -1),
                                  "provider": _last(r.provider, -2)}
         if r.type.startswith(("libvirt:", "pulumi:providers:libvirt")):
