@@ -3,8 +3,9 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components import backup, clone, fixed_settings
+from components.rendering import ssh_command
 from components.cluster import PatroniCluster, PatroniClusterArgs
-from components.config import SECRET_SETTINGS, ConfigError, build_spec
+from components.config import REPOSITORY_NAME, SECRET_SETTINGS, ConfigError, build_spec
 from components.shutdown import exit_quietly_when_interrupted
 from components.tls import ca_file_name
 
@@ -67,13 +68,6 @@ cluster = PatroniCluster(spec.cluster_name, PatroniClusterArgs(
     else config.require_secret("tlsCaPrivateKey"),
 ))
 
-ssh_options = "-i pgha-key -o UserKnownHostsFile=pgha-known-hosts -o StrictHostKeyChecking=yes"
-
-
-def ssh_to(ip: str) -> str:
-    return f"ssh {ssh_options} {spec.ssh_user}@{ip}"
-
-
 pulumi.export("nodeIps", cluster.node_ips)
 if spec.hosts:
     # Where each VM runs (the repository too): the host to look at when one is lost.
@@ -83,9 +77,9 @@ pulumi.export("dsnReadWrite", cluster.dsn_read_write)
 pulumi.export("dsnReadOnly", cluster.dsn_read_only)
 pulumi.export("restUrls", cluster.rest_urls)
 pulumi.export("sshCommands", cluster.node_ips.apply(
-    lambda ips: {n: ssh_to(ip) for n, ip in ips.items()}))
+    lambda ips: {n: ssh_command(spec, n, ip) for n, ip in ips.items()}))
 pulumi.export("patronictl", cluster.node_ips.apply(
-    lambda ips: f"{ssh_to(next(iter(ips.values())))} "
+    lambda ips: f"{ssh_command(spec, *next(iter(ips.items())))} "
                 f"sudo -u postgres patronictl -c /etc/patroni/patroni.yml list"))
 if spec.tls is not None:
     # Public: clients save it where the DSNs' sslrootcert points, the file named by
@@ -100,7 +94,8 @@ pulumi.export("passwords", cluster.passwords)
 if spec.backups is not None:
     pulumi.export("backupRepositoryHost", cluster.repository_ip)
     pulumi.export("backupInfoCommand", cluster.repository_ip.apply(
-        lambda ip: f"{ssh_to(ip)} {backup.info_command(stanza=spec.cluster_name)}"))
+        lambda ip: f"{ssh_command(spec, REPOSITORY_NAME, ip)} "
+                   f"{backup.info_command(stanza=spec.cluster_name)}"))
     pulumi.export("backupLabelAtCreation", cluster.backup_label)
     # Read by another stack's cloneFromStack: a client identity for this repository.
     pulumi.export(clone.SOURCE_OUTPUT, cluster.backup_clone_source)

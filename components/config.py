@@ -112,7 +112,8 @@ SETTINGS: dict[str, Setting] = {
     "networkMode": Setting("str", "nat", "created network's mode: nat or none (isolated)"),
     # Several libvirt hosts (empty: one host, libvirtUri, as above).
     "hosts": Setting("list", [], "the libvirt hosts the nodes are spread over, each "
-                     "{name, uri, bridge|macvtap|network, storagePool?}; "
+                     "{name, uri, bridge|macvtap|network, storagePool?, sshJump?, "
+                     "sshJumpHostKey?}; "
                      "empty: every VM on libvirtUri", items="object"),
     "placement": Setting("object", {}, "host name per node (and for the repository); "
                          "unplaced nodes go round-robin in node order"),

@@ -22,7 +22,10 @@ ATTACHMENTS = {
     "macvtap": "a NIC of the host on the shared LAN (the VMs cannot reach that host itself)",
     "network": "an existing libvirt network of the host that bridges to the shared LAN",
 }
-HOST_KEYS = ("name", "uri", "storagePool", *ATTACHMENTS)
+HOST_KEYS = ("name", "uri", "storagePool", *ATTACHMENTS, "sshJump", "sshJumpHostKey")
+SSH_JUMP_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}@[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?$")
+HOST_KEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|"
+                         r"ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/]+=*$")
 
 
 class Problems(Protocol):
@@ -36,13 +39,30 @@ class HostSpec:
     storage_pool: str
     attachment: str  # one of ATTACHMENTS
     device: str  # the bridge, NIC or libvirt network it names
+    # user@host[:port]: the VMs are reached over SSH through this server (usually the
+    # hypervisor), authenticated by the user's SSH agent, its host key pinned.
+    ssh_jump: str = ""
+    ssh_jump_host_key: str = ""
+
+    @property
+    def jump_user(self) -> str:
+        return self.ssh_jump.split("@", 1)[0]
+
+    @property
+    def jump_host(self) -> str:
+        return self.ssh_jump.split("@", 1)[1].split(":", 1)[0]
+
+    @property
+    def jump_port(self) -> int:
+        rest = self.ssh_jump.split("@", 1)[1]
+        return int(rest.split(":", 1)[1]) if ":" in rest else 22
 
 
 def parse_hosts(raw: Any, storage_pool: str, problems: Problems) -> tuple[HostSpec, ...]:
     """The `hosts` list, each entry checked; entries with problems are left out."""
     if not isinstance(raw, list):
         problems.add("hosts", raw, "a list of hosts, each {name, uri, bridge|macvtap|"
-                     "network, storagePool?}")
+                     "network, storagePool?, sshJump?, sshJumpHostKey?}")
         return ()
     hosts: list[HostSpec] = []
     for i, entry in enumerate(raw):
@@ -94,10 +114,25 @@ def _parse_host(key: str, entry: dict, storage_pool: str,
         problems.add(f"{key}.{given[0]}", entry[given[0]], f"a device or network name "
                      f"({ATTACHMENTS[given[0]]})")
         ok = False
+    jump, jump_key = str(entry.get("sshJump") or ""), str(entry.get("sshJumpHostKey") or "")
+    if jump and not SSH_JUMP_RE.match(jump):
+        problems.add(f"{key}.sshJump", jump, "user@host or user@host:port: an SSH server "
+                     "(usually the hypervisor) that reaches the nodes' LAN")
+        ok = False
+    if jump and not HOST_KEY_RE.match(jump_key.strip()):
+        problems.add(f"{key}.sshJumpHostKey", jump_key[:30], "with sshJump: that server's "
+                     "public host key, one line as `ssh-keyscan -t ed25519 <host>` prints "
+                     "it without the host name (ssh-ed25519 AAAA...), so that no other "
+                     "machine can stand in for it")
+        ok = False
+    elif jump_key and not jump:
+        problems.add(f"{key}.sshJumpHostKey", jump_key[:30], "only with sshJump")
+        ok = False
     if not ok:
         return None
     return HostSpec(name=name, uri=uri, storage_pool=pool, attachment=given[0],
-                    device=str(entry[given[0]]))
+                    device=str(entry[given[0]]), ssh_jump=jump,
+                    ssh_jump_host_key=jump_key.strip())
 
 
 def place(nodes: list[str], hosts: Iterable[HostSpec], explicit: Mapping[str, str],

@@ -30,9 +30,16 @@ def ssh_connection(spec: ClusterSpec, vm: LibvirtNode, ssh_private_key: pulumi.I
                    dial_error_limit: int = -1) -> remote.ConnectionArgs:
     # dial_error_limit=-1: keep dialling while the VM boots; the pinned host key means no
     # connection ever trusts whatever answers on that address.
+    jump = vm.jump
+    # Through the VM's hypervisor where the Pulumi machine cannot reach the VMs' LAN: the
+    # user's SSH agent logs in there (as libvirt's qemu+ssh:// does), its key pinned too.
+    proxy = None if jump is None else remote.ProxyConnectionArgs(
+        host=jump.jump_host, port=jump.jump_port, user=jump.jump_user,
+        host_key=jump.ssh_jump_host_key, dial_error_limit=dial_error_limit,
+        per_dial_timeout=15)
     return remote.ConnectionArgs(host=vm.ip, user=spec.ssh_user, private_key=ssh_private_key,
                                  host_key=host_public_key, dial_error_limit=dial_error_limit,
-                                 per_dial_timeout=15)
+                                 per_dial_timeout=15, proxy=proxy)
 
 
 def deleting_ssh_connection(spec: ClusterSpec, vm: LibvirtNode,

@@ -174,6 +174,20 @@ def render_cloud_init(spec: ClusterSpec, node: NodeSpec, ssh_public_key: str,
                    host_private_key=host_private_key, host_public_key=host_public_key.strip())
 
 
+SSH_OPTIONS = ("-i pgha-key -o UserKnownHostsFile=pgha-known-hosts "
+               "-o StrictHostKeyChecking=yes")
+
+
+def ssh_command(spec: ClusterSpec, name: str, ip: str) -> str:
+    """How the user logs in to node (or repository) `name` at `ip`, with the stack's key
+    and pinned host keys (saved as the README says); through its hypervisor when its host
+    has sshJump (that hop uses the user's own SSH configuration and known hosts)."""
+    hosts = {h.name: h for h in spec.hosts}
+    host = hosts.get(spec.placement.get(name, ""))
+    jump = f"-J {host.ssh_jump} " if host is not None and host.ssh_jump else ""
+    return f"ssh {jump}{SSH_OPTIONS} {spec.ssh_user}@{ip}"
+
+
 # The node's interface on the hosts' LAN, named by its MAC (a name of the program's own,
 # the same on every distribution and virtual NIC model).
 LAN_INTERFACE = "lan0"

@@ -96,11 +96,14 @@ class LibvirtNode(pulumi.ComponentResource):
 
     domain: libvirt.Domain
     ip: pulumi.Output[str]
+    # The SSH server its steps reach it through (a listed host's sshJump), or None.
+    jump: Optional[HostSpec] = None
 
     def __init__(self, name: str, args: LibvirtNodeArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:LibvirtNode", name, None, opts)
         spec, node, host = args.spec, args.node, args.host
+        self.jump = host.lan if host.lan is not None and host.lan.ssh_jump else None
         child = pulumi.ResourceOptions(parent=self)
         libvirt_name = f"{spec.libvirt_prefix}-{node.name}"
 

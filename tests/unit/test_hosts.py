@@ -68,8 +68,8 @@ def test_losing_any_one_host_keeps_a_majority_when_no_host_holds_one():
     ({"name": "hv1", "uri": "qemu:///system"}, "pgha:hosts[0] = 'none': exactly one of"),
     ({"name": "hv1", "uri": "qemu:///system", "bridge": "br0", "network": "lan"},
      "pgha:hosts[0] = ['bridge', 'network']: exactly one of"),
-    ({"name": "hv1", "uri": "qemu:///system", "bridge": "br0", "sshJump": "x"},
-     "pgha:hosts[0] = ['sshJump']: unknown keys"),
+    ({"name": "hv1", "uri": "qemu:///system", "bridge": "br0", "jump": "x"},
+     "pgha:hosts[0] = ['jump']: unknown keys"),
     ({"name": "hv1", "uri": "qemu:///system", "bridge": "br0", "storagePool": "a b"},
      "pgha:hosts[0].storagePool = 'a b'"),
 ])
@@ -119,3 +119,22 @@ def test_the_lan_may_be_any_unicast_range_but_not_a_reserved_one():
     build_spec({**ON_HOSTS, "networkCidr": "100.64.10.0/24"})
     (line,) = problems({**ON_HOSTS, "networkCidr": "169.254.10.0/24"})
     assert line.startswith("pgha:networkCidr = '169.254.10.0/24': the hosts' LAN")
+
+
+JUMP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHypervisorKeyOfHv1"
+
+
+def test_an_ssh_jump_needs_the_servers_pinned_host_key():
+    jumped = {**HOSTS[0], "sshJump": "root@hv1.example.net:2222", "sshJumpHostKey": JUMP_KEY}
+    (host, *_) = build_spec({**ON_HOSTS, "hosts": [jumped, *HOSTS[1:]]}).hosts
+    assert (host.jump_user, host.jump_host, host.jump_port) == ("root", "hv1.example.net",
+                                                                 2222)
+    found = problems({**ON_HOSTS, "hosts": [{**jumped, "sshJumpHostKey": ""}, *HOSTS[1:]]})
+    assert [p for p in found if p.startswith("pgha:hosts[0].sshJumpHostKey = '': with "
+                                             "sshJump: that server's public host key")]
+    found = problems({**ON_HOSTS, "hosts": [{**jumped, "sshJump": "hv1"}, *HOSTS[1:]]})
+    assert [p for p in found if p.startswith("pgha:hosts[0].sshJump = 'hv1': user@host")]
+    found = problems({**ON_HOSTS, "hosts": [{**HOSTS[0], "sshJumpHostKey": JUMP_KEY},
+                                            *HOSTS[1:]]})
+    assert [p for p in found if p.startswith("pgha:hosts[0].sshJumpHostKey = ")
+            and p.endswith("only with sshJump")]

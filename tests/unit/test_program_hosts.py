@@ -114,3 +114,27 @@ def test_the_shipped_three_host_stack_spreads_one_node_per_host():
                                   "srv3": "10.60.0.12"}
     assert outputs["backupRepositoryHost"] == "10.60.0.9"
     assert prog.named("pg-spread-hv3-base-image").inputs["pool"] == "fast"
+
+
+def test_steps_reach_the_vms_of_a_host_with_ssh_jump_through_it_and_so_do_the_outputs():
+    from tests.unit.test_hosts import JUMP_KEY
+    jumped = {**HOSTS[0], "sshJump": "root@hv1.example.net", "sshJumpHostKey": JUMP_KEY}
+    prog = run_program({**LAN, "hosts": [jumped, *HOSTS[1:]], "nodeCount": 5,
+                        "backups": True})
+    # srv1, srv4 and the repository (hv1 has the fewest of the first three nodes).
+    on_hv1 = {"10.20.0.10", "10.20.0.13", "10.20.0.9"}
+    through = [c.name for c in prog.of_type(COMMAND)
+               if c.inputs["connection"]["host"] in on_hv1]
+    assert len(through) > 20 and len(prog.of_type(COMMAND)) - len(through) > 20
+    for command in prog.of_type(COMMAND):
+        proxy = command.inputs["connection"].get("proxy")
+        if command.name in through:
+            assert proxy == {"host": "hv1.example.net", "port": 22, "user": "root",
+                             "hostKey": JUMP_KEY, "dialErrorLimit": proxy["dialErrorLimit"],
+                             "perDialTimeout": 15}, command.name
+        else:
+            assert proxy is None, command.name
+    outputs = prog.stack_outputs()
+    assert outputs["sshCommands"]["srv1"].startswith("ssh -J root@hv1.example.net -i ")
+    assert outputs["sshCommands"]["srv2"].startswith("ssh -i pgha-key ")
+    assert outputs["backupInfoCommand"].startswith("ssh -J root@hv1.example.net ")
