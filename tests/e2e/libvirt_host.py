@@ -690,8 +690,14 @@ class LibvirtHost:
 
         self._make_private_dirs()
         self._check_qemu_can_reach()
-        self._launch_daemons()
+        self.start_daemons()
+        self._refuse_default_network()
+        return self
 
+    def start_daemons(self) -> None:
+        """Launch libvirtd and virtlogd (again, after stop_daemons) and wait until the
+        daemon answers on our socket."""
+        self._launch_daemons()
         deadline = time.monotonic() + self.start_timeout
         while not self._libvirt_answers():
             if time.monotonic() > deadline:
@@ -706,8 +712,15 @@ class LibvirtHost:
         ours = self._owned_pid("libvirtd", "libvirtd")
         if peer is None or peer != ours:
             raise LibvirtHostError(f"{self.socket_path} is served by pid {peer}, not by our libvirtd ({ours})")
-        self._refuse_default_network()
-        return self
+
+    def stop_daemons(self) -> None:
+        """What a hypervisor losing power does to libvirt: every running VM gone at once
+        (no shutdown), then libvirtd and virtlogd gone. Definitions, pools and disks
+        stay for start_daemons (the host coming back)."""
+        for name in self.virsh("list", "--name").split():
+            self.virsh("destroy", name, check=False)
+        self._stop_pidfile("libvirtd", "libvirtd")
+        self._stop_pidfile("virtlogd", "virtlogd")
 
     def _make_private_dirs(self) -> None:
         """The run's own /etc/libvirt (a filtered copy), /run/libvirt,

@@ -35,17 +35,24 @@ PROXY_PORT = 3128
 WHEELHOUSE_PORT = 8080
 
 
+# Disks grow by gigabytes: keep them off /run (a tmpfs on most hosts).
+POOL_ROOT = Path("/var/tmp/pgha-tests")
+
+
 class Lab:
-    def __init__(self, run_id: str, cidr: str, workdir: Path):
+    """One libvirt host: its private libvirtd, the program's network there (DHCP
+    reservations), and the VMs on it."""
+
+    def __init__(self, run_id: str, cidr: str, workdir: Path,
+                 host: LibvirtHost | None = None):
         self.run_id = run_id
         self.prefix = f"pgha-vm{run_id}"
         self.network_cidr = cidr
         net = ipaddress.ip_network(cidr)
         self.gateway = str(net.network_address + 1)
         self.workdir = workdir
-        # Disks grow by gigabytes: keep them off /run (a tmpfs on most hosts).
-        self.host = LibvirtHost(run_id=run_id, netns=f"pgha-vm{run_id}", prefix=self.prefix,
-                                pool_root=Path("/var/tmp/pgha-tests") / run_id)
+        self.host = host or LibvirtHost(run_id=run_id, netns=f"pgha-vm{run_id}",
+                                        prefix=self.prefix, pool_root=POOL_ROOT / run_id)
         self.pool_dir: Path | None = None
         self.network_name = ""
         self.reserved: set[str] = set()  # MACs with a DHCP host entry in the network
@@ -142,7 +149,8 @@ class Lab:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data),
                             str(data_disk["size"])], check=True)
         seed_path = self.pool_dir / seed["name"]
-        self._seed_iso(seed_path, seed["userData"], seed.get("metaData") or "")
+        self._seed_iso(seed_path, seed["userData"], seed.get("metaData") or "",
+                       seed.get("networkConfig"))
         self.virsh("pool-refresh", f"{self.prefix}-pool")
         xml_path = self.workdir / f"{domain['name']}.xml"
         xml_path.write_text(self._domain_xml(domain, overlay, seed_path, data))
@@ -163,13 +171,19 @@ class Lab:
             (self.pool_dir / name).unlink()
         self.virsh("pool-refresh", f"{self.prefix}-pool")
 
-    def _seed_iso(self, path: Path, user_data: str, meta_data: str) -> None:
+    def _seed_iso(self, path: Path, user_data: str, meta_data: str,
+                  network_config: str | None = None) -> None:
+        """The NoCloud seed as the provider writes it: user-data, meta-data and, when
+        declared, network-config."""
         src = self.workdir / f"{path.name}.d"
         src.mkdir(parents=True, exist_ok=True)
-        (src / "user-data").write_text(user_data)
-        (src / "meta-data").write_text(meta_data)
+        files = {"user-data": user_data, "meta-data": meta_data}
+        if network_config:
+            files["network-config"] = network_config
+        for name, text in files.items():
+            (src / name).write_text(text)
         subprocess.run(["genisoimage", "-quiet", "-output", str(path), "-volid", "cidata",
-                        "-joliet", "-rock", str(src / "user-data"), str(src / "meta-data")],
+                        "-joliet", "-rock", *[str(src / name) for name in files]],
                        check=True)
         path.chmod(0o644)
 
@@ -211,11 +225,7 @@ class Lab:
                   <target dev='hdd' bus='ide'/>
                   <serial>cloudinit</serial>
                 </disk>
-                <interface type='network'>
-                  <mac address={quoteattr(nic['mac'])}/>
-                  <source network={quoteattr(self.network_name)}/>
-                  <model type='virtio'/>
-                </interface>
+                {self._interface_xml(nic)}
                 <serial type='file'>
                   <source path={quoteattr(str(log))} append='on'/>
                   <target port='0'/>
@@ -230,6 +240,11 @@ class Lab:
               </devices>
             </domain>
             """)
+
+    def _interface_xml(self, nic: dict) -> str:
+        return (f"<interface type='network'><mac address={quoteattr(nic['mac'])}/>"
+                f"<source network={quoteattr(self.network_name)}/>"
+                "<model type='virtio'/></interface>")
 
     # ---- power -------------------------------------------------------------------------
     def power_off(self, domain_name: str) -> float:
