@@ -10,7 +10,7 @@ from typing import Mapping, Optional
 import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
-from pulumi_command import local
+from pulumi_command import local, remote
 
 from components import backup, clone, firewall, health, membership, rendering
 from components.certificates import ClusterCa
@@ -18,7 +18,7 @@ from components.config import RESTAPI_PORT, ClusterSpec
 from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
                                     deleting_ssh_connection, remote_step)
 from components.repository import BackupRepository, BackupRepositoryArgs
-from components.vm import LibvirtNode, LibvirtNodeArgs, libvirt_hosts
+from components.vm import LibvirtHost, LibvirtNode, LibvirtNodeArgs, libvirt_hosts
 
 PASSWORDS = ("superuser_password", "replication_password", "rewind_password",
              "restapi_password", "raft_password")
@@ -57,99 +57,130 @@ class PatroniCluster(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:PatroniCluster", name, None, opts)
         spec = args.spec
-        hosts = libvirt_hosts(name, spec, parent=self)
-
-        ssh_public_key, ssh_private_key = self._ssh_key(name, args)
+        ssh_public_key, self._ssh_private_key = self._ssh_key(name, args)
         secrets = self._passwords(name)
         self.passwords = pulumi.Output.secret(secrets.apply(
             lambda s: {key: getattr(s, key) for key in PASSWORDS}))
-
-        vms: dict[str, LibvirtNode] = {}
-        host_keys: dict[str, tls.PrivateKey] = {}
-        for node in spec.nodes:
-            host_keys[node.name] = tls.PrivateKey(f"{name}-{node.name}-host-key",
-                                                  algorithm="ED25519",
-                                                  opts=pulumi.ResourceOptions(parent=self))
-            vms[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
-                spec=spec, node=node, host=hosts[node.host], ssh_public_key=ssh_public_key,
-                host_private_key=pulumi.Output.secret(
-                    host_keys[node.name].private_key_openssh),
-                host_public_key=host_keys[node.name].public_key_openssh),
-                opts=hosts[node.host].options)
-
-        names = list(vms)
-        self.node_ips = pulumi.Output.all(*[vms[n].ip for n in names]).apply(
-            lambda ips: dict(zip(names, ips)))
-
-        repository = restore_check = None
-        if spec.backups is not None and spec.repository is not None:
-            host = hosts[spec.repository.host]
-            repository = BackupRepository(f"{name}-repository", BackupRepositoryArgs(
-                spec=spec, host=host, ssh_public_key=ssh_public_key,
-                ssh_private_key=ssh_private_key, addresses=self.node_ips), opts=host.options)
-            self.repository_ip = repository.ip
-            self.backup_clone_source = repository.clone_source()
-            if spec.backups.restore_target is not None:
-                target = spec.backups.restore_target
-                restore_check = remote_step(
-                    f"{name}-restore-check", repository.connection,
-                    repository.spec_output.apply(
-                        lambda b: backup.render_restore_check_script(b, target)),
-                    parent=self, after=[repository.configure])
-
-        def backup_args(node_name: str) -> Optional[NodeBackupArgs]:
-            if repository is None:
-                return None
-            identity = repository.identity(
-                node_name, backup.node_client_name(spec.cluster_name),
-                vms[node_name].ip)
-            return NodeBackupArgs(spec=repository.spec_output, ca_cert=identity.ca_cert,
-                                  cert=identity.cert, key=identity.key,
-                                  repository_ready=repository.configure,
-                                  restore_ready=restore_check)
-
+        hosts = libvirt_hosts(name, spec, parent=self)
+        self._vms(name, spec, hosts, ssh_public_key)
+        self._backups(name, spec, hosts, ssh_public_key)
         ca = None
         if spec.tls is not None:
             ca = ClusterCa(name, spec, self, args.tls_ca_private_key)
             self.ca_certificate = ca.cert_pem
+        admissions = self._admissions(name, spec, self._vms_by_name, self._repository,
+                                      self._ssh_private_key, self._host_keys)
+        provisioners = self._provisioners(name, spec, secrets, ca, admissions)
+        gate = self._health_gate(name, spec, provisioners, admissions)
+        self._outputs(spec, gate)
 
-        admissions = self._admissions(name, spec, vms, repository, ssh_private_key,
-                                      host_keys)
+    def _vms(self, name: str, spec: ClusterSpec, hosts: Mapping[str, LibvirtHost],
+             ssh_public_key: pulumi.Input[str]) -> None:
+        """Each node's VM on its libvirt host, with the SSH host key its seed installs
+        (generated here, pinned by every connection)."""
+        self._vms_by_name: dict[str, LibvirtNode] = {}
+        self._host_keys: dict[str, tls.PrivateKey] = {}
+        for node in spec.nodes:
+            key = tls.PrivateKey(f"{name}-{node.name}-host-key", algorithm="ED25519",
+                                 opts=pulumi.ResourceOptions(parent=self))
+            self._host_keys[node.name] = key
+            self._vms_by_name[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
+                spec=spec, node=node, host=hosts[node.host], ssh_public_key=ssh_public_key,
+                host_private_key=pulumi.Output.secret(key.private_key_openssh),
+                host_public_key=key.public_key_openssh),
+                opts=hosts[node.host].options)
+        names = list(self._vms_by_name)
+        self.node_ips = pulumi.Output.all(
+            *[self._vms_by_name[n].ip for n in names]).apply(lambda ips: dict(zip(names, ips)))
+
+    def _backups(self, name: str, spec: ClusterSpec, hosts: Mapping[str, LibvirtHost],
+                 ssh_public_key: pulumi.Input[str]) -> None:
+        """With backups on, the repository VM and its steps; with a restore target, the
+        check that the repository can serve it (before any node is emptied)."""
+        self._repository: Optional[BackupRepository] = None
+        self._restore_check: Optional[pulumi.Resource] = None
+        if spec.backups is None or spec.repository is None:
+            return
+        host = hosts[spec.repository.host]
+        repository = BackupRepository(f"{name}-repository", BackupRepositoryArgs(
+            spec=spec, host=host, ssh_public_key=ssh_public_key,
+            ssh_private_key=self._ssh_private_key, addresses=self.node_ips),
+            opts=host.options)
+        self._repository = repository
+        self.repository_ip = repository.ip
+        self.backup_clone_source = repository.clone_source()
+        if spec.backups.restore_target is not None:
+            target = spec.backups.restore_target
+            self._restore_check = remote_step(
+                f"{name}-restore-check", repository.connection,
+                repository.spec_output.apply(
+                    lambda b: backup.render_restore_check_script(b, target)),
+                parent=self, after=[repository.configure])
+
+    def _backup_args(self, spec: ClusterSpec, node_name: str) -> Optional[NodeBackupArgs]:
+        """What node `node_name` needs of the repository (None with backups off)."""
+        repository = self._repository
+        if repository is None:
+            return None
+        identity = repository.identity(node_name, backup.node_client_name(spec.cluster_name),
+                                       self._vms_by_name[node_name].ip)
+        return NodeBackupArgs(spec=repository.spec_output, ca_cert=identity.ca_cert,
+                              cert=identity.cert, key=identity.key,
+                              repository_ready=repository.configure,
+                              restore_ready=self._restore_check)
+
+    def _provisioners(self, name: str, spec: ClusterSpec,
+                      secrets: pulumi.Output[rendering.ClusterSecrets],
+                      ca: Optional[ClusterCa],
+                      admissions: Mapping[str, list[pulumi.Resource]]
+                      ) -> list[NodeProvisioner]:
+        """Every node's steps, from installing packages to a started Patroni."""
         clone_source = None
         if spec.clone is not None:
             source = pulumi.StackReference(f"{name}-clone-source", stack_name=spec.clone.stack,
                                            opts=pulumi.ResourceOptions(parent=self))
             clone_source = pulumi.Output.secret(source.get_output(clone.SOURCE_OUTPUT)).apply(
                 lambda value: clone.parse_source(spec, value))
-        provisioners = [NodeProvisioner(f"{name}-{node.name}-provision", NodeProvisionerArgs(
-            spec=spec, node=node, vm=vms[node.name], ssh_private_key=ssh_private_key,
-            host_public_key=host_keys[node.name].public_key_openssh,
-            addresses=self.node_ips, secrets=secrets, backup=backup_args(node.name),
-            clone_source=clone_source,
+        vms = self._vms_by_name
+        return [NodeProvisioner(f"{name}-{node.name}-provision", NodeProvisionerArgs(
+            spec=spec, node=node, vm=vms[node.name], ssh_private_key=self._ssh_private_key,
+            host_public_key=self._host_keys[node.name].public_key_openssh,
+            addresses=self.node_ips, secrets=secrets,
+            backup=self._backup_args(spec, node.name), clone_source=clone_source,
             tls=ca.server_identity(node.name, vms[node.name].ip) if ca is not None else None,
             admitted=admissions.get(node.name, [])),
             opts=pulumi.ResourceOptions(parent=self))
             for node in spec.nodes]
 
+    def _health_gate(self, name: str, spec: ClusterSpec,
+                     provisioners: list[NodeProvisioner],
+                     admissions: Mapping[str, list[pulumi.Resource]]) -> remote.Command:
+        """The gate `up` ends with: after every node started (restored, joined), it waits
+        for a healthy cluster; then, with backups, the first backup."""
         started: list[pulumi.Resource] = [p.start for p in provisioners]
         # Re-check health whenever any node's configuration changed.
         gate_triggers: list = [p.configure.stdin for p in provisioners]
         if spec.restore_request is not None:
             # Every node proved the source can serve the target before any is emptied.
-            ready = ([restore_check] if restore_check is not None
+            ready = ([self._restore_check] if self._restore_check is not None
                      else [p.clone_ready for p in provisioners])
             started = self._restore(spec, provisioners, ready)
             gate_triggers.append(spec.restore_request)
         # The gate waits for every node, the ones that joined by scaling out included.
-        started = started + self._membership(spec, vms, provisioners, started,
-                                             ssh_private_key, host_keys, admissions)
-        first = provisioners[0]
+        started = started + self._membership(
+            spec, self._vms_by_name, provisioners, started, self._ssh_private_key,
+            self._host_keys, admissions)
         gate = remote_step(
-            f"{name}-health-gate", first.connection,
+            f"{name}-health-gate", provisioners[0].connection,
             self.node_ips.apply(lambda ips: rendering.render_health_gate_script(spec, ips)),
             parent=self, after=started, triggers=gate_triggers)
-        if repository is not None:
-            self.backup_label = repository.init_backups(after=[gate], triggers=gate_triggers)
+        if self._repository is not None:
+            self.backup_label = self._repository.init_backups(after=[gate],
+                                                              triggers=gate_triggers)
+        return gate
+
+    def _outputs(self, spec: ClusterSpec, gate: remote.Command) -> None:
+        """What the cluster tells its user: the leader, DSNs, REST URLs, SSH access."""
         self.leader = gate.stdout.apply(_leader_from_gate)
         self._report_health(spec, gate)
         self.dsn_read_write = self.node_ips.apply(
@@ -159,12 +190,13 @@ class PatroniCluster(pulumi.ComponentResource):
         scheme = rendering.rest_scheme(spec)
         self.rest_urls = self.node_ips.apply(
             lambda ips: {n: f"{scheme}://{ip}:{RESTAPI_PORT}" for n, ip in ips.items()})
-        self.ssh_private_key = pulumi.Output.secret(ssh_private_key)
+        self.ssh_private_key = pulumi.Output.secret(self._ssh_private_key)
         # Every host an output tells the user to reach over SSH: the nodes and the
         # repository.
-        hosts = [(vms[n].ip, host_keys[n].public_key_openssh) for n in names]
-        if repository is not None:
-            hosts.append((repository.ip, repository.host_public_key))
+        hosts = [(vm.ip, self._host_keys[n].public_key_openssh)
+                 for n, vm in self._vms_by_name.items()]
+        if self._repository is not None:
+            hosts.append((self._repository.ip, self._repository.host_public_key))
         self.known_hosts = pulumi.Output.all(*[part for host in hosts for part in host]).apply(
             lambda v: "".join(f"{ip} {key.strip()}\n" for ip, key in zip(v[::2], v[1::2])))
         self.register_outputs({
