@@ -485,6 +485,11 @@ def build_spec(raw: Mapping[str, Any],
         problems.add("storagePool", v["storagePool"], "a libvirt storage pool name")
     _check_network(v, problems)
     hosts, placement = _check_hosts(v, problems)
+    if v["hosts"] and not raw.get("networkCidr"):
+        problems.add("networkCidr", v["networkCidr"], "with hosts: the CIDR of the LAN the "
+                     "hosts' bridges are on, said explicitly (the nodes take static "
+                     f"addresses in it from host +{FIRST_NODE_OFFSET}; the default is a "
+                     "network the program would create, not yours)")
     if not USER_RE.match(v["sshUser"]) or v["sshUser"] in ("root", "postgres"):
         problems.add("sshUser", v["sshUser"], "a Linux user name other than root/postgres")
     if v["sshPublicKey"] and not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-\S+) \S+",

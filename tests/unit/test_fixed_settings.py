@@ -79,8 +79,9 @@ COMPANIONS = {
     "networkName": {"adminCidrs": ["192.168.122.0/24"]},
     "networkMode": {"httpProxy": "http://proxy:3128"},
     "postgresSource": {"osFamily": "debian12", "postgresVersion": 15},
-    "networkGateway": {"hosts": FIXED_CHANGES["hosts"]},
-    "networkDns": {"hosts": FIXED_CHANGES["hosts"]},
+    "hosts": {"networkCidr": "192.168.130.0/24"},  # the LAN's, said explicitly
+    "networkGateway": {"hosts": FIXED_CHANGES["hosts"], "networkCidr": "192.168.130.0/24"},
+    "networkDns": {"hosts": FIXED_CHANGES["hosts"], "networkCidr": "192.168.130.0/24"},
 }
 
 
@@ -150,7 +151,7 @@ IN_PLACE_CHANGES = {
     "placement": {"srv1": "hv1", "srv2": "hv2"}, "allowHostMajority": True,
 }
 # The stack an in-place change applies to, where BASE cannot say it.
-ON_HOSTS = {**BASE, "hosts": FIXED_CHANGES["hosts"]}
+ON_HOSTS = {**BASE, "hosts": FIXED_CHANGES["hosts"], "networkCidr": "192.168.130.0/24"}
 IN_PLACE_BASES = {"placement": ON_HOSTS, "allowHostMajority": ON_HOSTS}
 
 

@@ -138,3 +138,9 @@ def test_an_ssh_jump_needs_the_servers_pinned_host_key():
                                             *HOSTS[1:]]})
     assert [p for p in found if p.startswith("pgha:hosts[0].sshJumpHostKey = ")
             and p.endswith("only with sshJump")]
+
+
+def test_with_hosts_the_lan_cidr_is_said_explicitly():
+    (line,) = problems({"hosts": HOSTS})
+    assert line.startswith("pgha:networkCidr = '192.168.130.0/24': with hosts: the CIDR of "
+                           "the LAN the hosts' bridges are on, said explicitly")
