@@ -337,6 +337,11 @@ class ClusterSpec:
     def creates_network(self) -> bool:
         return not self.network_name and not self.hosts
 
+    def host_of(self, name: str) -> HostSpec | None:
+        """The listed host a node (or the repository) runs on; None on a single host."""
+        placed = self.placement.get(name)
+        return next((h for h in self.hosts if h.name == placed), None)
+
     @property
     def knows_addresses(self) -> bool:
         """The nodes' addresses are the program's: reservations on the network it creates,

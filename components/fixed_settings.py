@@ -47,10 +47,9 @@ class Fixed:
 
 def _placement(spec: ClusterSpec) -> str:
     """Each VM's host as it matters to the VM: the connection, pool and LAN attachment."""
-    hosts = {h.name: h for h in spec.hosts}
-    return ";".join(f"{node}={hosts[host].uri}|{hosts[host].storage_pool}|"
-                    f"{hosts[host].attachment}:{hosts[host].device}"
-                    for node, host in sorted(spec.placement.items()))
+    return ";".join(f"{node}={h.uri}|{h.storage_pool}|{h.attachment}:{h.device}"
+                    for node in sorted(spec.placement)
+                    if (h := spec.host_of(node)) is not None)
 
 
 def _same_hosts_for_kept_nodes(old: str, new: str) -> bool:
@@ -204,7 +203,7 @@ def refused_changes(previous: Mapping[str, str], spec: ClusterSpec) -> list[str]
         old = previous.get(key, "")
         if old == value:
             continue
-        if FIXED[key].allows(old, value):
+        if fixed.allows(old, value):
             continue
         if old.startswith("sha256:") or value.startswith("sha256:"):
             change = f"pgha:{key} differs from the one the live cluster was created with"

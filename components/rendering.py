@@ -182,8 +182,7 @@ def ssh_command(spec: ClusterSpec, name: str, ip: str) -> str:
     """How the user logs in to node (or repository) `name` at `ip`, with the stack's key
     and pinned host keys (saved as the README says); through its hypervisor when its host
     has sshJump (that hop uses the user's own SSH configuration and known hosts)."""
-    hosts = {h.name: h for h in spec.hosts}
-    host = hosts.get(spec.placement.get(name, ""))
+    host = spec.host_of(name)
     jump = f"-J {host.ssh_jump} " if host is not None and host.ssh_jump else ""
     return f"ssh {jump}{SSH_OPTIONS} {spec.ssh_user}@{ip}"
 
