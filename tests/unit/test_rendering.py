@@ -444,6 +444,22 @@ def test_configure_installs_pgha_raft_which_reads_the_raft_password_from_patroni
     assert "raft-pw" not in wrapper
 
 
+def test_a_failing_command_fed_by_a_heredoc_is_named_by_its_first_line_only():
+    """The health gate's Python arrives in a heredoc; when it fails, its own diagnostics
+    (which members are not streaming, and why) must stay the last thing on stderr but
+    one line, not be followed by the whole heredoc."""
+    script = rendering._env.from_string(
+        '#!/usr/bin/env bash\n{% include "_lib.sh.j2" %}\n'
+        "main() {\n  python3 - <<'PY'\nimport sys\nprint('srv4: not streaming', file=sys.stderr)\n"
+        "sys.exit(1)\nPY\n  echo never\n}\nmain </dev/null\n").render()
+    result = subprocess.run(["bash", "-s"], input=script, text=True, capture_output=True)
+    assert result.returncode == 1 and "never" not in result.stdout
+    line = script.splitlines().index("  python3 - <<'PY'") + 1
+    assert result.stderr.strip().splitlines() == [
+        "srv4: not streaming",
+        f"pgha: failed with exit status 1 at line {line}: python3 - <<'PY'"]
+
+
 def test_a_failing_command_in_a_step_names_its_line_status_and_text(tmp_path):
     """What ends the error `pulumi up` shows for a failed step (pulumi-command appends
     the step's output to it): the failing command as written, inside a function too."""
