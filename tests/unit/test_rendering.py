@@ -294,6 +294,13 @@ def test_install_patroni_pins_exact_versions_in_a_virtualenv():
     assert "/usr/bin/python3.11 -m venv /opt/patroni" in script
     assert "'patroni[raft,psycopg3]==4.1.5' pysyncobj==0.3.17 'psycopg[binary]==3.3.9'" in script
     assert "--user" not in script
+    # What decides a re-install: the requirements the venv was installed with, pins
+    # included, and Patroni's files; not a start of Patroni (seconds under emulation).
+    assert ("local wanted='patroni[raft,psycopg3]==4.1.5 pysyncobj==0.3.17 "
+            "psycopg[binary]==3.3.9 cryptography==46.0.7'") in script
+    assert '"$(cat "$stamp" 2>/dev/null || true)" != "$wanted"' in script
+    assert "/site-packages/patroni-4.1.5.dist-info" in script
+    assert "patroni --version" not in script
 
 
 def test_postgres_install_disables_the_distribution_service():

@@ -21,7 +21,7 @@ from tests import netns, workload
 from tests.conftest import REPO
 from tests.vm.lab import Lab
 from tests.vm.plan import Plan, Step
-from tests.vm.remote import Ssh, StepResult, run_deletes, run_steps
+from tests.vm.remote import Ssh, StepFailed, StepResult, run_deletes, run_steps
 
 
 @dataclass
@@ -78,12 +78,36 @@ class VmCluster:
                             dial_deadline=dial_deadline)
 
     def run_steps(self, only=None) -> dict[str, StepResult]:
-        results = run_steps(self.ssh, self.plan.steps, only)
+        try:
+            results = run_steps(self.ssh, self.plan.steps, only)
+        except StepFailed as failure:
+            raise StepFailed(f"{failure}\n(each node's state when it failed: "
+                             f"{self.save_diagnostics('failed-step')})") from None
         for result in results.values():
             step = result.name.replace(self.spec.cluster_name + "-", "")
             kind = step.split("-provision-")[-1] if "-provision-" in step else step
             self.timings.add(f"step {kind}", result.seconds)
         return results
+
+    def save_diagnostics(self, tag: str) -> Path:
+        """What a DBA would look at first, from every node that answers, into one file in
+        the run's directory (kept after the run, unlike the VMs): the members as Patroni
+        sees them, Patroni's last log lines (PostgreSQL's own among them) and pgBackRest's."""
+        out = self.workdir / f"diagnostics-{tag}-{time.strftime('%H%M%S')}.txt"
+        command = (
+            "sudo -u postgres patronictl -c /etc/patroni/patroni.yml list 2>&1 || true; "
+            "sudo journalctl -u patroni -n 120 --no-pager 2>&1 || true; "
+            "sudo sh -c 'tail -n 40 /var/log/pgbackrest/*.log' 2>&1 || true")
+        with open(out, "w") as report:
+            for name in [*self.names, *([REPOSITORY_NAME] if REPOSITORY_NAME in self.plan.hosts
+                                       else [])]:
+                report.write(f"===== {name}\n")
+                try:
+                    result = self.sh(name, command, timeout=60, dial_deadline=10)
+                    report.write(result.stdout + result.stderr)
+                except Exception as error:  # noqa: BLE001 - a node that is down says so
+                    report.write(f"(no answer: {error})\n")
+        return out
 
     # ---- a changed stack (what `pulumi up` does with it) ---------------------------------
     def adopt(self, plan: Plan) -> None:
