@@ -43,6 +43,8 @@ class Fixed:
     # Recorded only when not empty; a run that recorded none had it empty. (Settings
     # added later: an existing stack's recorded output stays as it was.)
     omit_empty: bool = False
+    # How a refusal names the change, from (old, new); default: both values.
+    describe: Callable[[str, str], str] | None = None
 
 
 def _placement(spec: ClusterSpec) -> str:
@@ -58,6 +60,20 @@ def _same_hosts_for_kept_nodes(old: str, new: str) -> bool:
         return False
     before, after = (dict(e.split("=", 1) for e in v.split(";")) for v in (old, new))
     return all(after[n] == h for n, h in before.items() if n in after)
+
+
+def _moved_nodes(old: str, new: str) -> str:
+    """The nodes a placement change would move, each with its host before and after."""
+    before, after = (dict(e.split("=", 1) for e in v.split(";")) if v else {}
+                     for v in (old, new))
+    if not before or not after:
+        return ("pgha:hosts would move every VM between one libvirt host and a list of "
+                "hosts")
+    moved = [f"{n} from {before[n].split('|')[0]} to {after[n].split('|')[0]}"
+             if after[n].split("|")[0] != before[n].split("|")[0] else
+             f"{n} on {before[n].split('|')[0]} to another pool or LAN attachment"
+             for n in before if n in after and after[n] != before[n]]
+    return "pgha:hosts (or pgha:placement) would move " + "; ".join(moved)
 
 
 def _backups(spec: ClusterSpec, read: Callable) -> str:
@@ -92,7 +108,8 @@ FIXED: dict[str, Fixed] = {
                    "list of hosts): it would be replaced, data disk included, and moving "
                    "a node is not supported yet; keep each node's host, or scale in and "
                    "out, or create a new stack",
-                   allows=_same_hosts_for_kept_nodes, omit_empty=True),
+                   allows=_same_hosts_for_kept_nodes, omit_empty=True,
+                   describe=_moved_nodes),
     "networkGateway": Fixed(lambda s: s.network_gateway,
                             "cloud-init set each node's network at its first boot; "
                             + CREATE_ANEW, omit_empty=True),
@@ -205,7 +222,10 @@ def refused_changes(previous: Mapping[str, str], spec: ClusterSpec) -> list[str]
             continue
         if fixed.allows(old, value):
             continue
-        if old.startswith("sha256:") or value.startswith("sha256:"):
+        if FIXED[key].describe is not None:
+            change = FIXED[key].describe(old, value)
+            back = "Set it back as it was"
+        elif old.startswith("sha256:") or value.startswith("sha256:"):
             change = f"pgha:{key} differs from the one the live cluster was created with"
             back = "Set the original back"
         else:

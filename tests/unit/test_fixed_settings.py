@@ -181,13 +181,18 @@ def test_on_hosts_nodes_come_and_go_but_a_kept_node_never_changes_host():
     assert fixed_settings.refused_changes(last, grown) == []
     moved = build_spec({**ON_HOSTS, "placement": {"srv1": "hv2", "srv2": "hv1"}})
     (line,) = fixed_settings.refused_changes(last, moved)
-    assert line.startswith("pgha:hosts = ") and "cannot change in place" in line
+    assert line.startswith("pgha:hosts (or pgha:placement) would move srv1 from "
+                           "qemu+ssh://root@hv1/system to qemu+ssh://root@hv2/system; "
+                           "srv2 from qemu+ssh://root@hv2/system to "
+                           "qemu+ssh://root@hv1/system, and it cannot change in place"), line
     renamed = [{**h, "uri": h["uri"].replace("hv3", "hv9")} for h in ON_HOSTS["hosts"]]
     (line,) = fixed_settings.refused_changes(last, build_spec({**ON_HOSTS,
                                                                "hosts": renamed}))
-    assert line.startswith("pgha:hosts = ")
+    assert line.startswith("pgha:hosts (or pgha:placement) would move srv3 from "
+                           "qemu+ssh://root@hv3/system to qemu+ssh://root@hv9/system"), line
     back_to_one = fixed_settings.refused_changes(last, build_spec(BASE))
-    assert [p for p in back_to_one if p.startswith("pgha:hosts = '' (empty)")]
+    assert [p for p in back_to_one if p.startswith(
+        "pgha:hosts would move every VM between one libvirt host and a list of hosts")]
 
 
 @pytest.mark.parametrize("before, after", [
