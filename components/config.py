@@ -29,6 +29,7 @@ RAFT_PORT = 5010
 # Nodes get fixed DHCP reservations from this offset in a network the program creates,
 # leaving the low addresses to the gateway and to dynamic leases.
 FIRST_NODE_OFFSET = 10
+MAX_NODES = 7  # nodeCount's largest value
 # The backup repository's VM sits just below the first node, clear of nodes added later.
 REPOSITORY_NAME = "repository"
 REPOSITORY_OFFSET = -1
@@ -122,6 +123,9 @@ SETTINGS: dict[str, Setting] = {
     "networkGateway": Setting("str", "", "with hosts: the LAN's default gateway for the "
                               "nodes' static addresses; empty: no default route"),
     "networkDns": Setting("list", [], "with hosts: DNS servers for the nodes"),
+    "firstNodeAddress": Setting("str", "", "with hosts: the first node's static address "
+                                "on the LAN (the others follow it, the repository takes "
+                                "the one before it); empty: host +10 of networkCidr"),
     "sshUser": Setting("str", "pgha", "admin user created on every node"),
     "sshPublicKey": Setting("str", "", "OpenSSH public key for sshUser; empty: generate "
                             "a key pair (needs sshPrivateKey when set)"),
@@ -322,6 +326,7 @@ class ClusterSpec:
     placement: Mapping[str, str] = field(default_factory=dict)
     network_gateway: str = ""
     network_dns: tuple[str, ...] = ()
+    first_node_address: str = ""  # with hosts; empty: host +FIRST_NODE_OFFSET
 
     @property
     def restore_request(self) -> str | None:
@@ -359,7 +364,7 @@ class ClusterSpec:
     @property
     def nodes(self) -> list[NodeSpec]:
         return [NodeSpec(name=name, index=i, mac=node_mac(self.cluster_name, i),
-                         address=node_address(self.network_cidr, i) if self.knows_addresses
+                         address=self.address_of(i) if self.knows_addresses
                          else None,
                          tags=dict(self.node_tags.get(name, {})),
                          host=self.placement.get(name, ""))
@@ -372,9 +377,15 @@ class ClusterSpec:
             return None
         return NodeSpec(name=REPOSITORY_NAME, index=-1,
                         mac=node_mac(self.cluster_name, REPOSITORY_NAME),
-                        address=node_address(self.network_cidr, REPOSITORY_OFFSET)
+                        address=self.address_of(REPOSITORY_OFFSET)
                         if self.knows_addresses else None,
                         host=self.placement.get(REPOSITORY_NAME, ""))
+
+    def address_of(self, index: int) -> str:
+        """Node `index`'s address (negative: counted down from the first node's)."""
+        if self.first_node_address:
+            return str(ipaddress.ip_address(self.first_node_address) + index)
+        return node_address(self.network_cidr, index)
 
     @property
     def hba_cidrs(self) -> tuple[str, ...]:
@@ -584,6 +595,7 @@ def build_spec(raw: Mapping[str, Any],
         clone=clone, hosts=hosts, placement=placement,
         network_gateway=v["networkGateway"],
         network_dns=tuple(str(a) for a in v["networkDns"]),
+        first_node_address=v["firstNodeAddress"],
     )
 
 
@@ -849,7 +861,8 @@ def _check_hosts(v: dict, problems: _Problems) -> tuple[tuple[HostSpec, ...], di
     hosts (then the settings that need them are refused, not ignored)."""
     if not v["hosts"]:
         for key, empty in (("placement", {}), ("allowHostMajority", False),
-                           ("networkGateway", ""), ("networkDns", [])):
+                           ("networkGateway", ""), ("networkDns", []),
+                           ("firstNodeAddress", "")):
             if v[key] != empty:
                 problems.add(key, v[key], "only with hosts (the nodes spread over several "
                              "libvirt hosts); a single-host stack's network is libvirt's")
@@ -882,9 +895,11 @@ def _check_lan_addresses(v: dict, nodes: list[str], problems: _Problems) -> None
         net = ipaddress.ip_network(v["networkCidr"], strict=False)
     except ValueError:
         return  # reported by _check_network
-    taken = {node_address(str(net), i) for i in range(len(nodes))}
+    first = _check_first_address(v, net, problems)
+    first = first or ipaddress.ip_address(node_address(str(net), 0))
+    taken = {str(first + i) for i in range(len(nodes))}
     if v["backups"]:
-        taken.add(node_address(str(net), REPOSITORY_OFFSET))
+        taken.add(str(first + REPOSITORY_OFFSET))
     gateway = v["networkGateway"]
     if gateway:
         try:
@@ -894,7 +909,7 @@ def _check_lan_addresses(v: dict, nodes: list[str], problems: _Problems) -> None
                 problems.add("networkGateway", gateway, f"an address in networkCidr {net}")
             elif gateway in taken:
                 problems.add("networkGateway", gateway, "a node's own address (nodes "
-                             f"start at host +{FIRST_NODE_OFFSET} of networkCidr)")
+                             f"start at firstNodeAddress {first})")
         except ValueError:
             problems.add("networkGateway", gateway, "an IPv4 address such as 10.0.0.1")
     if not isinstance(v["networkDns"], list):
@@ -905,6 +920,29 @@ def _check_lan_addresses(v: dict, nodes: list[str], problems: _Problems) -> None
                 raise ValueError
         except ValueError:
             problems.add("networkDns", server, "IPv4 addresses of DNS servers")
+
+
+def _check_first_address(v: dict, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                         problems: _Problems) -> ipaddress.IPv4Address | None:
+    """firstNodeAddress: in networkCidr, with room for the repository before it and the
+    most nodes a stack can have (7) after it."""
+    text = v["firstNodeAddress"]
+    if not text:
+        return None
+    try:
+        first = ipaddress.ip_address(text)
+    except ValueError:
+        problems.add("firstNodeAddress", text, "an IPv4 address such as 10.60.0.20")
+        return None
+    span = [first + REPOSITORY_OFFSET, first + MAX_NODES - 1]
+    usable = (net.network_address, net.broadcast_address)
+    if any(a not in net or a in usable for a in span):
+        problems.add("firstNodeAddress", text,
+                     f"an address in networkCidr {net} with the one before it (the "
+                     f"repository's) and {MAX_NODES - 1} after it (nodes, up to nodeCount "
+                     f"{MAX_NODES}) inside it too: {span[0]}..{span[1]}")
+        return None
+    return first  # type: ignore[return-value]
 
 
 def _check_postgres(v: dict, problems: _Problems) -> None:

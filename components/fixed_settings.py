@@ -113,6 +113,9 @@ FIXED: dict[str, Fixed] = {
     "networkGateway": Fixed(lambda s: s.network_gateway,
                             "cloud-init set each node's network at its first boot; "
                             + CREATE_ANEW, omit_empty=True),
+    "firstNodeAddress": Fixed(lambda s: s.first_node_address,
+                              "the nodes' addresses would change under a running Raft "
+                              "cluster; " + CREATE_ANEW, omit_empty=True),
     "networkDns": Fixed(lambda s: ",".join(s.network_dns),
                         "cloud-init set each node's network at its first boot; "
                         + CREATE_ANEW, omit_empty=True),

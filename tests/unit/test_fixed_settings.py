@@ -73,6 +73,7 @@ FIXED_CHANGES = {
               for i in (1, 2, 3)],
     "networkGateway": "192.168.130.1",
     "networkDns": ["192.168.130.2"],
+    "firstNodeAddress": "192.168.130.50",
 }
 # What a change needs besides the new value to be valid on its own.
 COMPANIONS = {
@@ -82,6 +83,7 @@ COMPANIONS = {
     "hosts": {"networkCidr": "192.168.130.0/24"},  # the LAN's, said explicitly
     "networkGateway": {"hosts": FIXED_CHANGES["hosts"], "networkCidr": "192.168.130.0/24"},
     "networkDns": {"hosts": FIXED_CHANGES["hosts"], "networkCidr": "192.168.130.0/24"},
+    "firstNodeAddress": {"hosts": FIXED_CHANGES["hosts"], "networkCidr": "192.168.130.0/24"},
 }
 
 

@@ -144,3 +144,20 @@ def test_with_hosts_the_lan_cidr_is_said_explicitly():
     (line,) = problems({"hosts": HOSTS})
     assert line.startswith("pgha:networkCidr = '192.168.130.0/24': with hosts: the CIDR of "
                            "the LAN the hosts' bridges are on, said explicitly")
+
+
+def test_the_first_node_address_places_the_nodes_and_the_repository_before_them():
+    spec = build_spec({**ON_HOSTS, "backups": True, "nodeCount": 5,
+                       "firstNodeAddress": "10.20.0.100"})
+    assert [n.address for n in spec.nodes] == [f"10.20.0.{100 + i}" for i in range(5)]
+    assert spec.repository.address == "10.20.0.99"
+    (line,) = problems({**ON_HOSTS, "firstNodeAddress": "10.20.0.250"})
+    assert line.startswith("pgha:firstNodeAddress = '10.20.0.250': an address in "
+                           "networkCidr 10.20.0.0/24 with the one before it")
+    assert line.endswith("inside it too: 10.20.0.249..10.20.1.0"), line
+    (line,) = problems({**ON_HOSTS, "firstNodeAddress": "10.20.0.101",
+                        "networkGateway": "10.20.0.102"})
+    assert line == ("pgha:networkGateway = '10.20.0.102': a node's own address (nodes "
+                    "start at firstNodeAddress 10.20.0.101)")
+    (line,) = problems({"firstNodeAddress": "10.20.0.100"})
+    assert "only with hosts" in line
