@@ -54,25 +54,32 @@ def _placement(spec: ClusterSpec) -> str:
                     if (h := spec.host_of(node)) is not None)
 
 
+def _placed(recorded: str) -> dict[str, str]:
+    """The recorded placement (see _placement) as node -> "uri|pool|attachment"."""
+    return dict(e.split("=", 1) for e in recorded.split(";")) if recorded else {}
+
+
 def _same_hosts_for_kept_nodes(old: str, new: str) -> bool:
     """Scaling adds or removes nodes; a node that stays keeps its host."""
     if not old or not new:
         return False
-    before, after = (dict(e.split("=", 1) for e in v.split(";")) for v in (old, new))
+    before, after = _placed(old), _placed(new)
     return all(after[n] == h for n, h in before.items() if n in after)
 
 
 def _moved_nodes(old: str, new: str) -> str:
     """The nodes a placement change would move, each with its host before and after."""
-    before, after = (dict(e.split("=", 1) for e in v.split(";")) if v else {}
-                     for v in (old, new))
+    before, after = _placed(old), _placed(new)
     if not before or not after:
         return ("pgha:hosts would move every VM between one libvirt host and a list of "
                 "hosts")
-    moved = [f"{n} from {before[n].split('|')[0]} to {after[n].split('|')[0]}"
-             if after[n].split("|")[0] != before[n].split("|")[0] else
-             f"{n} on {before[n].split('|')[0]} to another pool or LAN attachment"
-             for n in before if n in after and after[n] != before[n]]
+    moved = []
+    for n in before:
+        if n not in after or after[n] == before[n]:
+            continue
+        uri_before, uri_after = before[n].split("|")[0], after[n].split("|")[0]
+        moved.append(f"{n} from {uri_before} to {uri_after}" if uri_after != uri_before
+                     else f"{n} on {uri_before} to another pool or LAN attachment")
     return "pgha:hosts (or pgha:placement) would move " + "; ".join(moved)
 
 
@@ -225,8 +232,8 @@ def refused_changes(previous: Mapping[str, str], spec: ClusterSpec) -> list[str]
             continue
         if fixed.allows(old, value):
             continue
-        if FIXED[key].describe is not None:
-            change = FIXED[key].describe(old, value)
+        if fixed.describe is not None:
+            change = fixed.describe(old, value)
             back = "Set it back as it was"
         elif old.startswith("sha256:") or value.startswith("sha256:"):
             change = f"pgha:{key} differs from the one the live cluster was created with"
@@ -235,7 +242,7 @@ def refused_changes(previous: Mapping[str, str], spec: ClusterSpec) -> list[str]
             change = (f"pgha:{key} = {_shown(value)}: the live cluster was created with "
                       f"{_shown(old)}")
             back = f"Set it back to {_shown(old)}"
-        problems.append(f"{change}, and it cannot change in place: {FIXED[key].why}. {back}")
+        problems.append(f"{change}, and it cannot change in place: {fixed.why}. {back}")
     return problems
 
 

@@ -451,15 +451,22 @@ def test_configure_installs_pgha_raft_which_reads_the_raft_password_from_patroni
     assert "raft-pw" not in wrapper
 
 
+def run_with_lib(body: str) -> tuple[str, subprocess.CompletedProcess]:
+    """`body` after the shared shell helpers (templates/_lib.sh.j2), run by bash as a
+    step's script is: the rendered script and its result."""
+    script = rendering._env.from_string(
+        '#!/usr/bin/env bash\n{% include "_lib.sh.j2" %}\n' + body).render()
+    return script, subprocess.run(["bash", "-s"], input=script, text=True,
+                                  capture_output=True)
+
+
 def test_a_failing_command_fed_by_a_heredoc_is_named_by_its_first_line_only():
     """The health gate's Python arrives in a heredoc; when it fails, its own diagnostics
     (which members are not streaming, and why) must stay the last thing on stderr but
     one line, not be followed by the whole heredoc."""
-    script = rendering._env.from_string(
-        '#!/usr/bin/env bash\n{% include "_lib.sh.j2" %}\n'
+    script, result = run_with_lib(
         "main() {\n  python3 - <<'PY'\nimport sys\nprint('srv4: not streaming', file=sys.stderr)\n"
-        "sys.exit(1)\nPY\n  echo never\n}\nmain </dev/null\n").render()
-    result = subprocess.run(["bash", "-s"], input=script, text=True, capture_output=True)
+        "sys.exit(1)\nPY\n  echo never\n}\nmain </dev/null\n")
     assert result.returncode == 1 and "never" not in result.stdout
     line = script.splitlines().index("  python3 - <<'PY'") + 1
     assert result.stderr.strip().splitlines() == [
@@ -470,12 +477,10 @@ def test_a_failing_command_fed_by_a_heredoc_is_named_by_its_first_line_only():
 def test_a_failing_command_in_a_step_names_its_line_status_and_text(tmp_path):
     """What ends the error `pulumi up` shows for a failed step (pulumi-command appends
     the step's output to it): the failing command as written, inside a function too."""
-    script = rendering._env.from_string(
-        '#!/usr/bin/env bash\n{% include "_lib.sh.j2" %}\n'
+    script, result = run_with_lib(
         'check_disk() {\n  test -d "$missing_dir"\n}\n'
         'main() {\n  echo step output\n  missing_dir=/nonexistent/pgha\n  check_disk\n'
-        '  echo never\n}\nmain </dev/null\n').render()
-    result = subprocess.run(["bash", "-s"], input=script, text=True, capture_output=True)
+        '  echo never\n}\nmain </dev/null\n')
     assert result.returncode == 1 and "never" not in result.stdout
     line = script.splitlines().index('  test -d "$missing_dir"') + 1
     assert result.stderr.strip().splitlines()[-1] == (
