@@ -8,8 +8,11 @@ from components.shutdown import INTERRUPTED_EXIT
 from tests.conftest import REPO
 
 WAITING_PROGRAM = """
-import sys, threading, time
+import signal, sys, threading, time
 sys.path.insert(0, {repo!r})
+# Python's own SIGINT handling, as the language host's Python has it, even where this test
+# runs with SIGINT ignored (a background job of a shell: Python then keeps it ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 {setup}
 waiting = threading.Event()
 worker = threading.Thread(target=waiting.wait, daemon=True)  # a pending call
