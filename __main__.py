@@ -2,7 +2,7 @@
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components import backup, clone, fixed_settings
+from components import backup, clone, fixed_settings, moves
 from components.rendering import ssh_command
 from components.cluster import PatroniCluster, PatroniClusterArgs
 from components.config import REPOSITORY_NAME, SECRET_SETTINGS, ConfigError, build_spec
@@ -32,9 +32,9 @@ def stack_keys() -> set[str]:
 NEVER_DEPLOYED = "failed to load checkpoint"
 
 
-def last_fixed_settings() -> dict:
-    """The fixed settings this stack's last run recorded (its own outputs, read through
-    the engine as a stack reference would), or {} for a new stack."""
+def last_outputs() -> dict:
+    """This stack's outputs from its last run (read through the engine as a stack
+    reference would), or {} for a new stack."""
     name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
     try:
         result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": name})
@@ -44,8 +44,7 @@ def last_fixed_settings() -> dict:
         pulumi.log.warn(f"could not read this stack's last outputs ({error}); changes of "
                         f"settings fixed at creation are not checked on this run")
         return {}
-    outputs = (result.value or {}).get("outputs") or {}
-    return dict(outputs.get(fixed_settings.OUTPUT) or {})
+    return dict((result.value or {}).get("outputs") or {})
 
 
 try:
@@ -54,9 +53,15 @@ try:
     keys = stack_keys()
     spec = build_spec({key: config.get(key) for key in keys - set(SECRET_SETTINGS)},
                       secrets_set=keys & set(SECRET_SETTINGS))
-    refused = fixed_settings.refused_changes(last_fixed_settings(), spec)
+    last = last_outputs()
+    fixed = dict(last.get(fixed_settings.OUTPUT) or {})
+    refused = fixed_settings.refused_changes(fixed, spec)
     if refused:
         raise ConfigError(refused)
+    # A node moving to another listed host, or one that moved in an earlier run.
+    node_moves = moves.current(fixed.get("hosts", ""),
+                               fixed_settings.record(spec).get("hosts", ""),
+                               dict(last.get(moves.OUTPUT) or {}), spec)
 except ConfigError as error:
     raise SystemExit(str(error)) from None
 
@@ -66,12 +71,16 @@ cluster = PatroniCluster(spec.cluster_name, PatroniClusterArgs(
     ssh_private_key=None if spec.generates_ssh_key else config.require_secret("sshPrivateKey"),
     tls_ca_private_key=None if spec.tls is None or spec.tls.generates_ca
     else config.require_secret("tlsCaPrivateKey"),
+    moves=node_moves,
 ))
 
 pulumi.export("nodeIps", cluster.node_ips)
 if spec.hosts:
     # Where each VM runs (the repository too): the host to look at when one is lost.
     pulumi.export("nodeHosts", dict(spec.placement))
+if node_moves:
+    # Read back by the next run, which declares the moves' steps again (moves.current).
+    pulumi.export(moves.OUTPUT, {n: m.record for n, m in node_moves.items()})
 pulumi.export("leaderAtCreation", cluster.leader)
 pulumi.export("dsnReadWrite", cluster.dsn_read_write)
 pulumi.export("dsnReadOnly", cluster.dsn_read_only)
@@ -87,7 +96,7 @@ if spec.tls is not None:
     pulumi.export("caCertificate", cluster.ca_certificate)
     pulumi.export("caCertificateFile", ca_file_name(spec))
 pulumi.export("knownHosts", cluster.known_hosts)
-# Read back by the next run (last_fixed_settings): what a live cluster cannot change.
+# Read back by the next run (last_outputs): what a live cluster cannot change.
 pulumi.export(fixed_settings.OUTPUT, fixed_settings.record(spec))
 pulumi.export("sshPrivateKey", cluster.ssh_private_key)
 pulumi.export("passwords", cluster.passwords)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from components.config import BackupSettings, ClusterSpec, RestoreTarget, parse_target_time
-from components.rendering import (USERS, _env, node_paths,  # one Jinja environment
-                                  restore_marker)
+from components.rendering import (TEMPLATES_DIR, USERS, _env,  # one Jinja environment
+                                  node_paths, restore_marker)
 
 TLS_PORT = 8432
 # How soon a pgBackRest session whose peer vanished ends, in seconds: an idle one after
@@ -27,9 +27,29 @@ TLS_PORT = 8432
 # carries the same values (_pgbackrest-session.conf.j2): a client's no-ops to its remote
 # follow its own protocol-timeout, and must come more often than the remote's.
 SESSION_LIMITS = {"idle": 20, "interval": 5, "count": 4, "protocol_timeout": 240}
+# How long a standby's restore_command waits for the backup repository to accept a TCP
+# connection before it tells PostgreSQL "not there yet" (templates/pgha-archive-get.sh
+# says why). A live host answers within one round trip, but the bound also covers
+# starting the probe, and a node starved of CPU (nine runnable tasks on the host's two
+# cores) found a live repository silent for 2 s: so 5.
+REPOSITORY_PROBE_SECONDS = 5
+# A standby's archive-get keeps pgBackRest's own waits. PostgreSQL takes "not found" as
+# the archive's word: asked for a segment of its newest timeline and told no, it reads the
+# same segment of an older timeline if the archive has it, and replays that history past
+# the fork. A call that gave up on the background fetch early would say "not found" for a
+# segment that is there. A repository that has vanished is the probe's to answer.
+
+# After a restore, the leader's post_bootstrap waits this long, in seconds, for the new
+# timeline's first segment to be archived before any replica restores from the repository
+# (templates/pgha-after-restore.sh says why: in the VM tier a replica found it missing,
+# replayed the old timeline and needed pg_rewind).
+AFTER_RESTORE_ARCHIVE_SECONDS = 120
 # How far a restore replays WAL: pgBackRest's --type for each kind of target.
 RECOVERY_TARGET_TYPES = {"latest": "default", "time": "time", "name": "name", "lsn": "lsn"}
 RESTORE_METHOD = "pgbackrest_restore"
+# On the repository host: the point-in-time recovery whose new history has its full
+# backup (templates/init-backups.sh.j2).
+RESTORE_BACKUP_MARKER = "/var/lib/pgha/backup-after-restore"
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,9 @@ class BackupSpec:
     # until the next full backup) instead of filling the disk.
     archive_push_queue_max: str
     process_max: int = 2
+    # The point-in-time recovery the stack asks for (its restoreTarget), or "": once it is
+    # done, the repository takes one full backup of the new history.
+    restore_request: str = ""
 
 
 def backup_spec(settings: BackupSettings, stanza: str, repo_address: str) -> BackupSpec:
@@ -57,7 +80,9 @@ def backup_spec(settings: BackupSettings, stanza: str, repo_address: str) -> Bac
                       diff_schedule=settings.diff_schedule, encrypt=settings.encrypt,
                       compress_type=settings.compress_type,
                       compress_level=settings.compress_level,
-                      archive_push_queue_max=settings.archive_push_queue_max)
+                      archive_push_queue_max=settings.archive_push_queue_max,
+                      restore_request=(settings.restore_target.text
+                                       if settings.restore_target is not None else ""))
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,12 @@ class BackupPaths:
     log: str = "/var/log/pgbackrest"
     lock: str = "/tmp/pgbackrest"  # pgBackRest creates it; every command shares it
     bin: str = "/usr/bin/pgbackrest"
+    # archive_command's wrapper on database nodes (templates/pgha-archive-push.sh).
+    archive_push: str = "/usr/local/sbin/pgha-archive-push"
+    # restore_command's wrapper on database nodes (templates/pgha-archive-get.sh).
+    archive_get: str = "/usr/local/sbin/pgha-archive-get"
+    # Patroni's post_bootstrap after a restore (templates/pgha-after-restore.sh).
+    after_restore: str = "/usr/local/sbin/pgha-after-restore"
 
     @property
     def ca(self) -> str:
@@ -126,10 +157,13 @@ def patroni_settings(backup: BackupSpec, paths: BackupPaths,
         "parameters": {
             "archive_mode": "on",
             # %p is relative to the data directory, which is archive_command's cwd.
-            "archive_command": _command(backup, paths, "archive-push", '"%p"'),
+            "archive_command": f"{paths.archive_push} "
+                               + _command(backup, paths, "archive-push", '"%p"'),
             "archive_timeout": "60s",
         },
-        "restore_command": _command(backup, paths, "archive-get", "%f", '"%p"'),
+        "restore_command": (
+            f"{paths.archive_get} {backup.repo_address} {TLS_PORT} {REPOSITORY_PROBE_SECONDS} "
+            + _command(backup, paths, "archive-get", "%f", '"%p"')),
         "create_replica_methods": ["pgbackrest", "basebackup"],
         "pgbackrest": {
             # --delta reuses what a former member's data directory still holds.
@@ -162,7 +196,9 @@ def restore_bootstrap(backup: BackupSpec, paths: BackupPaths,
                        *(shlex.quote(arg) for arg in restore_args(target)), "restore")
     return {"method": RESTORE_METHOD,
             RESTORE_METHOD: {"command": command,
-                             "keep_existing_recovery_conf": True, "no_params": True}}
+                             "keep_existing_recovery_conf": True, "no_params": True},
+            # patroni.yml.j2 adds the node's psql; Patroni adds a connection string.
+            "post_bootstrap": f"{paths.after_restore} {AFTER_RESTORE_ARCHIVE_SECONDS}"}
 
 
 def render_node_conf(backup: BackupSpec, node: str, data_dir: str, socket_dir: str,
@@ -255,6 +291,32 @@ def render_repository_disk_script(disk: str, paths: BackupPaths | None = None) -
         disk=disk, user=REPO_USER, paths=paths or BackupPaths())
 
 
+def archive_push_wrapper() -> str:
+    """The database nodes' archive_command wrapper: pgBackRest's archive-push, except a
+    duplicate of an ancestor timeline's segment (the file says why)."""
+    return (TEMPLATES_DIR / "pgha-archive-push.sh").read_text()
+
+
+def archive_get_wrapper() -> str:
+    """The database nodes' restore_command wrapper: pgBackRest's archive-get, asked only
+    when the repository accepts a connection (the file says why)."""
+    return (TEMPLATES_DIR / "pgha-archive-get.sh").read_text()
+
+
+def after_restore_script() -> str:
+    """Patroni's post_bootstrap after a restore: the new timeline's first segment archived
+    before the replicas restore (the file says why)."""
+    return (TEMPLATES_DIR / "pgha-after-restore.sh").read_text()
+
+
+def archive_wrappers(paths: BackupPaths) -> dict[str, str]:
+    """Where a database node's configure-pgbackrest step installs each script PostgreSQL
+    or Patroni runs for the backups."""
+    return {paths.archive_push: archive_push_wrapper(),
+            paths.archive_get: archive_get_wrapper(),
+            paths.after_restore: after_restore_script()}
+
+
 def render_configure_script(role: str, host: str, config: str, ca_cert: str, cert: str,
                             key: str, backup: BackupSpec | None = None,
                             paths: BackupPaths | None = None) -> str:
@@ -271,12 +333,14 @@ def render_configure_script(role: str, host: str, config: str, ca_cert: str, cer
     enable = ["pgbackrest-server.service"] + [u for u in units if u.endswith(".timer")]
     return _env.get_template("configure-pgbackrest.sh.j2").render(
         role=role, host=host, user=user, paths=paths, config=config, ca_cert=ca_cert,
-        cert=cert, key=key, units=units, enable=enable)
+        cert=cert, key=key, units=units, enable=enable,
+        wrappers=archive_wrappers(paths) if role == "database" else {})
 
 
 def render_init_backups_script(backup: BackupSpec) -> str:
     """Stanza, archive check and the first full backup, on the repository host."""
-    return _env.get_template("init-backups.sh.j2").render(backup=backup, user=REPO_USER)
+    return _env.get_template("init-backups.sh.j2").render(
+        backup=backup, user=REPO_USER, restore_marker=RESTORE_BACKUP_MARKER)
 
 
 # ---- point-in-time recovery of the whole cluster (spec.backups.restore_target) ----------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import pulumi
@@ -14,8 +14,11 @@ from pulumi_command import local, remote
 
 from components import backup, clone, firewall, health, membership, rendering
 from components.certificates import ClusterCa
-from components.config import RESTAPI_PORT, ClusterSpec
-from components.provisioner import (NodeBackupArgs, NodeProvisioner, NodeProvisionerArgs,
+from components.config import RESTAPI_PORT, ClusterSpec, NodeSpec
+from components.hosts import jump_of
+from components.moves import NodeMove
+from components.provisioner import (DELETE_DIAL_LIMIT, NodeBackupArgs, NodeProvisioner,
+                                    NodeProvisionerArgs, address_connection,
                                     deleting_ssh_connection, remote_step)
 from components.repository import BackupRepository, BackupRepositoryArgs
 from components.vm import LibvirtHost, LibvirtNode, LibvirtNodeArgs, libvirt_hosts
@@ -32,6 +35,9 @@ class PatroniClusterArgs:
     ssh_private_key: Optional[pulumi.Input[str]] = None
     # The key of the user's CA (spec.tls.ca_certificate), a secret; None: generated.
     tls_ca_private_key: Optional[pulumi.Input[str]] = None
+    # Nodes that move to another host in this run or moved in an earlier one
+    # (components/moves.py), by name.
+    moves: Mapping[str, NodeMove] = field(default_factory=dict)
 
 
 class PatroniCluster(pulumi.ComponentResource):
@@ -62,6 +68,7 @@ class PatroniCluster(pulumi.ComponentResource):
         self.passwords = pulumi.Output.secret(secrets.apply(
             lambda s: {key: getattr(s, key) for key in PASSWORDS}))
         hosts = libvirt_hosts(name, spec, parent=self)
+        self._moves = args.moves
         self._vms(name, spec, hosts, ssh_public_key)
         self._backups(name, spec, hosts, ssh_public_key)
         ca = None
@@ -77,21 +84,52 @@ class PatroniCluster(pulumi.ComponentResource):
     def _vms(self, name: str, spec: ClusterSpec, hosts: Mapping[str, LibvirtHost],
              ssh_public_key: pulumi.Input[str]) -> None:
         """Each node's VM on its libvirt host, with the SSH host key its seed installs
-        (generated here, pinned by every connection)."""
+        (generated here, pinned by every connection). A node that moves to another host
+        leaves the cluster before its VM is made there (its steps need the others' VMs)."""
         self._vms_by_name: dict[str, LibvirtNode] = {}
         self._host_keys: dict[str, tls.PrivateKey] = {}
         for node in spec.nodes:
-            key = tls.PrivateKey(f"{name}-{node.name}-host-key", algorithm="ED25519",
-                                 opts=pulumi.ResourceOptions(parent=self))
-            self._host_keys[node.name] = key
+            self._host_keys[node.name] = tls.PrivateKey(
+                f"{name}-{node.name}-host-key", algorithm="ED25519",
+                opts=pulumi.ResourceOptions(parent=self))
+        staying = [n for n in spec.nodes if n.name not in self._moves]
+        moving = [n for n in spec.nodes if n.name in self._moves]
+        for node in staying + moving:
+            key = self._host_keys[node.name]
+            after = (self._move_out(name, spec, node, self._moves[node.name])
+                     if node.name in self._moves else [])
             self._vms_by_name[node.name] = LibvirtNode(f"{name}-{node.name}", LibvirtNodeArgs(
                 spec=spec, node=node, host=hosts[node.host], ssh_public_key=ssh_public_key,
                 host_private_key=pulumi.Output.secret(key.private_key_openssh),
-                host_public_key=key.public_key_openssh),
+                host_public_key=key.public_key_openssh, after=after),
                 opts=hosts[node.host].options)
-        names = list(self._vms_by_name)
+        names = [n.name for n in spec.nodes]
         self.node_ips = pulumi.Output.all(
             *[self._vms_by_name[n].ip for n in names]).apply(lambda ips: dict(zip(names, ips)))
+
+    def _move_out(self, name: str, spec: ClusterSpec, node: NodeSpec,
+                  move: NodeMove) -> list[pulumi.Resource]:
+        """A node moving to another host leaves on its old VM (handing over its
+        leadership, then stopping Patroni) and another member forgets it; both once
+        (components/moves.py). Returns the forget step, which its new VM waits for."""
+        prefix = f"{name}-{node.name}-move-to-{move.target}"
+        # Its old VM, at the node's static address, through the new host's jump host if
+        # it has one: every listed host reaches the LAN the nodes share.
+        old_vm = address_connection(
+            spec, node.address or "", jump_of(spec.host_of(node.name)),
+            self._ssh_private_key, self._host_keys[node.name].public_key_openssh,
+            DELETE_DIAL_LIMIT)
+        leave = remote_step(f"{prefix}-leave", old_vm,
+                            membership.render_move_leave_script(spec, node), parent=self,
+                            after=[], create=membership.CREATE_SHELL, once=True)
+        member = next(n for n in membership.core_names(spec) if n != node.name)
+        forget = remote_step(
+            f"{prefix}-forget", deleting_ssh_connection(
+                spec, self._vms_by_name[member], self._ssh_private_key,
+                self._host_keys[member].public_key_openssh),
+            membership.render_move_forget_script(spec, node, node.address or ""),
+            parent=self, after=[leave], create=membership.CREATE_SHELL, once=True)
+        return [forget]
 
     def _backups(self, name: str, spec: ClusterSpec, hosts: Mapping[str, LibvirtHost],
                  ssh_public_key: pulumi.Input[str]) -> None:
@@ -158,8 +196,11 @@ class PatroniCluster(pulumi.ComponentResource):
         """The gate `up` ends with: after every node started (restored, joined), it waits
         for a healthy cluster; then, with backups, the first backup."""
         started: list[pulumi.Resource] = [p.start for p in provisioners]
-        # Re-check health whenever any node's configuration changed.
-        gate_triggers: list = [p.configure.stdin for p in provisioners]
+        # Re-check health whenever any node's configuration changed, and whenever a VM
+        # is new (a replaced VM's steps all run again, its configuration unchanged: `up`
+        # must still wait for it to rejoin).
+        gate_triggers: list = ([p.configure.stdin for p in provisioners]
+                               + [self._vms_by_name[n.name].domain.id for n in spec.nodes])
         if spec.restore_request is not None:
             # Every node proved the source can serve the target before any is emptied.
             ready = ([self._restore_check] if self._restore_check is not None
@@ -169,7 +210,7 @@ class PatroniCluster(pulumi.ComponentResource):
         # The gate waits for every node, the ones that joined by scaling out included.
         started = started + self._membership(
             spec, self._vms_by_name, provisioners, started, self._ssh_private_key,
-            self._host_keys, admissions)
+            self._host_keys, admissions) + self._move_joins(name, spec, provisioners, started)
         gate = remote_step(
             f"{name}-health-gate", provisioners[0].connection,
             self.node_ips.apply(lambda ips: rendering.render_health_gate_script(spec, ips)),
@@ -243,6 +284,23 @@ class PatroniCluster(pulumi.ComponentResource):
                 membership.render_leave_script(spec, node), parent=p,
                 after=[forget, joins[-1]],
                 create=membership.CREATE_SHELL, delete=membership.DELETE_SHELL)]
+        return joins
+
+    def _move_joins(self, name: str, spec: ClusterSpec, provisioners: list[NodeProvisioner],
+                    started: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """A moved node's new VM back in the Raft membership once its Patroni started
+        (the others forgot it before its old VM went); again whenever its VM is new."""
+        joins = []
+        for p, node, start in zip(provisioners, spec.nodes, started):
+            move = self._moves.get(node.name)
+            if move is None:
+                continue
+            joins.append(remote_step(
+                f"{name}-{node.name}-move-to-{move.target}-join", p.connection,
+                membership.render_join_script(spec, node, f"moved to host {move.target}"),
+                parent=self, after=[start],
+                triggers=[self._vms_by_name[node.name].domain.id],
+                create=membership.CREATE_SHELL))
         return joins
 
     def _admissions(self, name: str, spec: ClusterSpec, vms: Mapping[str, LibvirtNode],

@@ -483,7 +483,7 @@ def build_spec(raw: Mapping[str, Any],
     one_of("cpuMode", ("", "host-passthrough", "host-model"))
     if v["domainType"] == "qemu" and v["cpuMode"] == "host-passthrough":
         problems.add("cpuMode", v["cpuMode"], "host-passthrough needs domainType kvm")
-    if v["nodeCount"] not in (3, 5, 7):
+    if v["nodeCount"] not in range(multihost.CORE_NODES, MAX_NODES + 1, 2):
         problems.add("nodeCount", v["nodeCount"],
                      "must be odd and between 3 and 7 (Raft needs a majority)")
     if not HOSTNAME_PREFIX_RE.match(v["namePrefix"]):

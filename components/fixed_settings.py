@@ -21,6 +21,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from components import moves
 from components.config import ClusterSpec
 
 OUTPUT = "fixedSettings"
@@ -54,22 +55,17 @@ def _placement(spec: ClusterSpec) -> str:
                     if (h := spec.host_of(node)) is not None)
 
 
-def _placed(recorded: str) -> dict[str, str]:
-    """The recorded placement (see _placement) as node -> "uri|pool|attachment"."""
-    return dict(e.split("=", 1) for e in recorded.split(";")) if recorded else {}
-
-
 def _same_hosts_for_kept_nodes(old: str, new: str) -> bool:
     """Scaling adds or removes nodes; a node that stays keeps its host."""
     if not old or not new:
         return False
-    before, after = _placed(old), _placed(new)
+    before, after = moves.placed(old), moves.placed(new)
     return all(after[n] == h for n, h in before.items() if n in after)
 
 
 def _moved_nodes(old: str, new: str) -> str:
     """The nodes a placement change would move, each with its host before and after."""
-    before, after = _placed(old), _placed(new)
+    before, after = moves.placed(old), moves.placed(new)
     if not before or not after:
         return ("pgha:hosts would move every VM between one libvirt host and a list of "
                 "hosts")
@@ -111,12 +107,13 @@ FIXED: dict[str, Fixed] = {
                          "the network would be replaced under the running VMs; "
                          + CREATE_ANEW),
     "hosts": Fixed(_placement,
-                   "a VM would move to another libvirt host (or between one host and a "
-                   "list of hosts): it would be replaced, data disk included, and moving "
-                   "a node is not supported yet; keep each node's host, or scale in and "
-                   "out, or create a new stack",
-                   allows=_same_hosts_for_kept_nodes, omit_empty=True,
-                   describe=_moved_nodes),
+                   "a VM would move between one libvirt host and a list of hosts, or to "
+                   "another pool or LAN attachment on its host: it would be replaced, "
+                   "data disk included; a node moves to another listed host (one per "
+                   "`pulumi up`), or scale in and out, or create a new stack",
+                   allows=lambda old, new: (_same_hosts_for_kept_nodes(old, new)
+                                            or moves.only_hosts_changed(old, new)),
+                   omit_empty=True, describe=_moved_nodes),
     "networkGateway": Fixed(lambda s: s.network_gateway,
                             "cloud-init set each node's network at its first boot; "
                             + CREATE_ANEW, omit_empty=True),
@@ -194,7 +191,8 @@ IN_PLACE: dict[str, str] = {
     "tlsCertificateDays": "applies to the next certificate issued",
     "tlsRenewalDays": "applies to the next run's renewal check",
     "nodeTags": "patroni.yml, reloaded",
-    "placement": "where nodes added later go (a node's host is fixed: see hosts)",
+    "placement": "where nodes added later go; one of the first three nodes on another "
+                 "host moves there (components/moves.py), one per run",
     "allowHostMajority": "an acknowledgement, checked on every run",
     "httpProxy": "used by the install steps",
     "extraCaCertificates": "the nodes' trust store",
@@ -243,7 +241,9 @@ def refused_changes(previous: Mapping[str, str], spec: ClusterSpec) -> list[str]
                       f"{_shown(old)}")
             back = f"Set it back to {_shown(old)}"
         problems.append(f"{change}, and it cannot change in place: {fixed.why}. {back}")
-    return problems
+    # A node on another listed host is a move: one node at a time, and only some.
+    return problems + moves.refused(previous.get("hosts", ""), current.get("hosts", ""),
+                                    spec)
 
 
 def _shown(value: str) -> str:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol
 from urllib.parse import urlparse
 
-# The nodes every cluster has (nodeCount is 3, 5 or 7); the rest come and go by scaling.
+# The nodes every cluster has, nodeCount's lower bound (nodeCount is 3, 5 or 7); the
+# rest come and go by scaling and never leave these without a Raft majority.
 CORE_NODES = 3
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # A libvirt connection to a system daemon: local, or remote over SSH, TLS or TCP.
@@ -56,6 +57,11 @@ class HostSpec:
     def jump_port(self) -> int:
         rest = self.ssh_jump.split("@", 1)[1]
         return int(rest.split(":", 1)[1]) if ":" in rest else 22
+
+
+def jump_of(host: HostSpec | None) -> HostSpec | None:
+    """The host whose sshJump reaches the VMs on it, or None to reach them directly."""
+    return host if host is not None and host.ssh_jump else None
 
 
 def parse_hosts(raw: Any, storage_pool: str, problems: Problems) -> tuple[HostSpec, ...]:

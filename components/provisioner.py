@@ -11,6 +11,7 @@ from pulumi_command import remote
 from components import backup, clone, firewall, membership, rendering
 from components.certificates import TlsIdentity
 from components.config import ClusterSpec, NodeSpec
+from components.hosts import HostSpec
 from components.vm import LibvirtNode
 
 # Scripts arrive on stdin: nothing (secrets included) appears on a command line.
@@ -30,16 +31,26 @@ def ssh_connection(spec: ClusterSpec, vm: LibvirtNode, ssh_private_key: pulumi.I
                    dial_error_limit: int = -1) -> remote.ConnectionArgs:
     # dial_error_limit=-1: keep dialling while the VM boots; the pinned host key means no
     # connection ever trusts whatever answers on that address.
-    jump = vm.jump
+    return address_connection(spec, vm.ip, vm.jump, ssh_private_key, host_public_key,
+                              dial_error_limit)
+
+
+def address_connection(spec: ClusterSpec, address: pulumi.Input[str],
+                       jump: Optional[HostSpec], ssh_private_key: pulumi.Input[str],
+                       host_public_key: pulumi.Input[str],
+                       dial_error_limit: int = -1) -> remote.ConnectionArgs:
+    """SSH to `address` (a VM's, or a node's static one before its VM is made anew),
+    with its pinned host key."""
     # Through the VM's hypervisor where the Pulumi machine cannot reach the VMs' LAN: the
     # user's SSH agent logs in there (as libvirt's qemu+ssh:// does), its key pinned too.
     proxy = None if jump is None else remote.ProxyConnectionArgs(
         host=jump.jump_host, port=jump.jump_port, user=jump.jump_user,
         host_key=jump.ssh_jump_host_key, dial_error_limit=dial_error_limit,
         per_dial_timeout=15)
-    return remote.ConnectionArgs(host=vm.ip, user=spec.ssh_user, private_key=ssh_private_key,
-                                 host_key=host_public_key, dial_error_limit=dial_error_limit,
-                                 per_dial_timeout=15, proxy=proxy)
+    return remote.ConnectionArgs(host=address, user=spec.ssh_user,
+                                 private_key=ssh_private_key, host_key=host_public_key,
+                                 dial_error_limit=dial_error_limit, per_dial_timeout=15,
+                                 proxy=proxy)
 
 
 def deleting_ssh_connection(spec: ClusterSpec, vm: LibvirtNode,
@@ -54,9 +65,11 @@ def deleting_ssh_connection(spec: ClusterSpec, vm: LibvirtNode,
 def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Input[str],
                 parent: pulumi.Resource, after: Sequence[pulumi.Resource],
                 triggers: Optional[list] = None, holds_secrets: bool = False,
-                create: str = REMOTE_SHELL, delete: Optional[str] = None) -> remote.Command:
+                create: str = REMOTE_SHELL, delete: Optional[str] = None,
+                once: bool = False) -> remote.Command:
     """A script run as root on a node; changing the script re-runs it (as an update).
-    With `delete`, the same script runs again, so invoked, when the step is deleted."""
+    With `delete`, the same script runs again, so invoked, when the step is deleted.
+    With `once`, it never runs again: a later script or connection is ignored."""
     return remote.Command(
         name, connection=connection, create=create, delete=delete, stdin=script,
         triggers=triggers,
@@ -65,6 +78,7 @@ def remote_step(name: str, connection: remote.ConnectionArgs, script: pulumi.Inp
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(
             parent=parent, depends_on=list(after), custom_timeouts=STEP_TIMEOUTS,
+            ignore_changes=["stdin", "connection"] if once else None,
             # Scripts never print secrets; marking the output secret is a second guard.
             additional_secret_outputs=["stdout", "stderr"] if holds_secrets else None))
 

@@ -19,6 +19,7 @@ import yaml
 
 from components.config import (POSTGRES_PORT, RAFT_PORT, RESTAPI_PORT, ClusterSpec,
                                NodeSpec)
+from components.hosts import jump_of
 from components.tls import TlsFiles, ca_file_name, tls_files
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -182,8 +183,8 @@ def ssh_command(spec: ClusterSpec, name: str, ip: str) -> str:
     """How the user logs in to node (or repository) `name` at `ip`, with the stack's key
     and pinned host keys (saved as the README says); through its hypervisor when its host
     has sshJump (that hop uses the user's own SSH configuration and known hosts)."""
-    host = spec.host_of(name)
-    jump = f"-J {host.ssh_jump} " if host is not None and host.ssh_jump else ""
+    host = jump_of(spec.host_of(name))
+    jump = f"-J {host.ssh_jump} " if host is not None else ""
     return f"ssh {jump}{SSH_OPTIONS} {spec.ssh_user}@{ip}"
 
 
@@ -346,6 +347,9 @@ def with_local_paths(config: dict, paths: NodePaths, watchdog_device: str) -> di
     pg = config["postgresql"]
     pg.update(data_dir=paths.data_dir, bin_dir=paths.bin_dir, pgpass=paths.pgpass)
     pg["parameters"]["unix_socket_directories"] = paths.socket_dir
+    if "post_bootstrap" in config["bootstrap"]:  # its last argument is the node's psql
+        command = config["bootstrap"]["post_bootstrap"].rsplit(" ", 1)[0]
+        config["bootstrap"]["post_bootstrap"] = f"{command} {paths.bin_dir}/psql"
     config["watchdog"].update(driver="testing", device=watchdog_device)
     if "ssl_cert_file" in pg["parameters"]:
         files = tls_files(paths.tls_dir)

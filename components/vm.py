@@ -4,13 +4,13 @@ deprecated upstream; no other module imports it, so a successor replaces this on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_libvirt as libvirt
 
 from components.config import ClusterSpec, NodeSpec
-from components.hosts import HostSpec
+from components.hosts import HostSpec, jump_of
 from components.rendering import render_cloud_init, render_network_config
 
 GIB = 1024 ** 3
@@ -89,6 +89,9 @@ class LibvirtNodeArgs:
     # A second, empty disk (DATA_DISK_DEVICE in the guest): the backup repository keeps
     # its backups there, apart from the system disk.
     data_disk_gib: int = 0
+    # What must be done before the VM's resources are made (or replaced): a node that
+    # moves to this host leaves the cluster first (components/moves.py).
+    after: Sequence[pulumi.Resource] = ()
 
 
 class LibvirtNode(pulumi.ComponentResource):
@@ -103,8 +106,8 @@ class LibvirtNode(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("pgha:index:LibvirtNode", name, None, opts)
         spec, node, host = args.spec, args.node, args.host
-        self.jump = host.lan if host.lan is not None and host.lan.ssh_jump else None
-        child = pulumi.ResourceOptions(parent=self)
+        self.jump = jump_of(host.lan)
+        child = _child_options(self, host, args.after)
         libvirt_name = f"{spec.libvirt_prefix}-{node.name}"
 
         disk = libvirt.Volume(
@@ -128,8 +131,8 @@ class LibvirtNode(pulumi.ComponentResource):
         seed = libvirt.CloudInitDisk(
             f"{name}-seed", name=f"{libvirt_name}-seed.iso", pool=host.storage_pool,
             user_data=user_data, network_config=network_config,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[
-                "userData", *(["networkConfig"] if network_config else [])]))
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=[
+                "userData", *(["networkConfig"] if network_config else [])])))
 
         interface = _interface(spec, node, host)
         self.domain = libvirt.Domain(
@@ -146,13 +149,28 @@ class LibvirtNode(pulumi.ComponentResource):
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0",
                                                 target_type="serial")],
             autostart=True,
-            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=DOMAIN_TIMEOUTS))
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(custom_timeouts=DOMAIN_TIMEOUTS)))
         if host.lan is None:
             self.ip = self.domain.network_interfaces.apply(_first_address)
         else:
             # A static address, in use once the domain exists.
             self.ip = self.domain.id.apply(lambda _: node.address or "")
         self.register_outputs({"ip": self.ip, "domain": self.domain.id})
+
+
+def _child_options(vm: pulumi.Resource, host: LibvirtHost,
+                   after: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """A VM's resources on a listed host are replaced when the VM moves to another host
+    (the host's URI is their replacement trigger: a provider of another host with the
+    same inputs would otherwise take them over as they are), the old ones deleted first:
+    the new VM takes over the old one's static address. Adding the trigger to resources
+    made before it existed replaces nothing. On a single host: neither."""
+    if host.lan is None:
+        return pulumi.ResourceOptions(parent=vm, depends_on=list(after) or None)
+    return pulumi.ResourceOptions(parent=vm, depends_on=list(after) or None,
+                                  replacement_trigger=host.lan.uri,
+                                  delete_before_replace=True)
 
 
 def _interface(spec: ClusterSpec, node: NodeSpec,

@@ -116,13 +116,31 @@ class Node:
         return json.loads(text)["members"]
 
 
-def wait(what, predicate, timeout):
+def until(predicate, timeout):
+    """Whether `predicate` held within `timeout` seconds (asked once a second)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if predicate():
-            return
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(1)
-    raise SystemExit(f"{what}: not within {timeout} s")
+
+
+def wait(what, predicate, timeout):
+    if not until(predicate, timeout):
+        raise SystemExit(f"{what}: not within {timeout} s")
+
+
+def other_leader(node, leader):
+    """A running leader other than `leader`, as this node's Patroni reports the cluster
+    (False while it cannot say)."""
+    try:
+        members = node.cluster()
+    except (SystemExit, urllib.error.URLError, OSError):
+        return False
+    return any(m.get("role") == "leader" and m["name"] != leader
+               and m.get("state") == "running" for m in members)
 
 
 def join(node, timeout):
@@ -178,11 +196,23 @@ def handover(node, candidates, timeout):
             # Synchronous mode admits only the synchronous standby: let Patroni choose. If
             # it chooses another departing node, the next turn hands that one over.
             status, text = node.rest("/switchover", {"leader": leader}, timeout=60)
+        if status == 503:
+            # Registered, but Patroni's API stopped waiting for the outcome (it polls for
+            # about 20 s, which a switchover between emulated CPUs outlasts: "Switchover
+            # status unknown"), or the leader gave it up ("Switchover failed"). Wait for
+            # another leader; the next turn asks again if none came.
+            print(f"switchover from {leader}: HTTP 503: {text.strip()}")
+            if "unknown" in text and until(lambda: other_leader(node, leader),
+                                           min(max(deadline - time.monotonic(), 0), 120)):
+                print(f"changed: switched over from {leader}")
+                switched = True
+            else:
+                time.sleep(2)
+            continue
         if status != 200:
             raise SystemExit(f"switchover from {leader}: HTTP {status}: {text}")
-        wait(f"a leader other than {leader}", lambda: any(
-            m.get("role") == "leader" and m["name"] != leader and m.get("state") == "running"
-            for m in node.cluster()), max(deadline - time.monotonic(), 60))
+        wait(f"a leader other than {leader}", lambda: other_leader(node, leader),
+             max(deadline - time.monotonic(), 60))
         print(f"changed: switched over from {leader} ({text.strip()})")
         switched = True
 

@@ -12,6 +12,7 @@ import string
 from typing import Any, Callable
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
@@ -64,6 +65,9 @@ class Registration:
         self.custom_timeouts = request.customTimeouts
         self.ignore_changes = list(request.ignoreChanges)
         self.provider = request.provider  # "<urn>::<id>", empty for the default provider
+        self.delete_before_replace = request.deleteBeforeReplace
+        self.replacement_trigger = (json_format.MessageToDict(request.replacement_trigger)
+                                    if request.HasField("replacement_trigger") else None)
         self.inputs = inputs
 
     @property

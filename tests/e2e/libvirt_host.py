@@ -40,7 +40,7 @@ run_id=None, pool_root=None, keep_state=False)``; every argument is optional.
   ``wait_for_lease(network, mac, timeout=300) -> ip``.
 * ``create_pool(name) -> Path``: a started ``dir`` pool in ``pool_root/<name>``.
 * ``start_proxy(gateway_ip, port=3128, allowed_hosts=None) -> url`` and
-  ``start_file_server(directory, bind_ip, port=8080) -> url``: see below.
+  ``start_file_server(directory, bind_ip, port=8080) -> url``: see libvirt_relay.py.
 * ``cleanup_prefixed(prefix=None)``: destroy/undefine the prefix's objects.
 * ``status() -> dict``; ``private_dirs`` (host path of each private libvirt
   directory, e.g. ``private_dirs["/var/log/libvirt"] / "qemu" / "<dom>.log"``);
@@ -89,12 +89,10 @@ How the isolation works
   and pool directories are created 0755 so that user can reach them; ``start()``
   checks this.
 
-``start_proxy(gateway_ip)`` starts a package relay: tinyproxy on 127.0.0.1 in
-the *root* namespace with an allow-list of hosts, and two socat processes joined
-by a unix socket (the filesystem is shared across network namespaces) so that
-VMs reach it at ``http://<gateway_ip>:3128``. No routing, no forwarding, no NAT.
-``start_file_server(directory, bind_ip)`` serves a directory (e.g. a wheelhouse)
-over plain HTTP from inside the network namespace.
+Its parts live beside it: host_processes.py (host programs, processes,
+namespaces, mounts, locks), libvirt_relay.py (the package relay and the file
+server) and libvirt_objects.py (networks, pools, leases, the prefix's cleanup),
+the last two mixed into ``LibvirtHost``. Import everything from this module.
 
 Domains must use ``type='qemu'`` (TCG): /dev/kvm on these machines is not
 hardware KVM and crashes Debian kernels. Nothing here touches /dev/kvm.
@@ -106,7 +104,6 @@ what is absent).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import grp
 import json
 import os
@@ -114,18 +111,53 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
-import socket
 import stat
-import struct
 import subprocess
 import sys
-import textwrap
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# host_processes, libvirt_objects and libvirt_relay sit beside this module and are
+# imported by their own names, as its users import it (tests/e2e on sys.path); this
+# finds them also when it is imported as tests.e2e.libvirt_host.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from host_processes import (  # noqa: E402
+    TOOLS,
+    LibvirtHostError,
+    _alive,
+    _flock,
+    _mounts_below,
+    _ns_id,
+    _proc_exe_name,
+    _proc_starttime,
+    _run,
+    _terminate,
+    _try_flock,
+    _unix_peer_pid,
+    free_tcp_port,
+    missing_tools,
+)
+from libvirt_objects import LibvirtObjectsMixin  # noqa: E402
+from libvirt_relay import DEFAULT_ALLOWED_HOSTS, RelayMixin, host_apt_hosts  # noqa: E402
+
+# The public names, those of its parts included: other code imports them from here.
+__all__ = [
+    "CAPS_CACHE",
+    "DEFAULT_ALLOWED_HOSTS",
+    "GLOBAL_LOCK",
+    "HOST_LIBVIRT_DIRS",
+    "HOST_URI",
+    "RUN_ID_RE",
+    "RUN_ROOT",
+    "TOOLS",
+    "LibvirtHost",
+    "LibvirtHostError",
+    "free_tcp_port",
+    "host_apt_hosts",
+    "missing_tools",
+]
 
 # Everything a run owns on the host lives below this directory.
 RUN_ROOT = Path("/run/pgha-tests")
@@ -155,30 +187,6 @@ _PRIVATE_SUBDIRS: dict[str, str] = {
     "/var/cache/libvirt": "cache",
     "/var/log/libvirt": "log",
 }
-
-# Host programs and the Debian packages that carry them.
-TOOLS: dict[str, str] = {
-    "ip": "iproute2",
-    "unshare": "util-linux",
-    "virsh": "libvirt-clients",
-    "libvirtd": "libvirt-daemon-system",
-    "virtlogd": "libvirt-daemon-system",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-img": "qemu-utils",
-    "dnsmasq": "dnsmasq-base",
-    "genisoimage": "genisoimage",
-    "tinyproxy": "tinyproxy-bin",
-    "socat": "socat",
-    "ssh": "openssh-client",
-    "ssh-keygen": "openssh-client",
-}
-
-# Hosts the package relay lets through. apt.postgresql.org is not needed.
-DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = (
-    "deb.debian.org",
-    "pypi.org",
-    "files.pythonhosted.org",
-)
 
 # Environment the daemons must not inherit: systemd socket activation, D-Bus.
 _DAEMON_ENV_DROP = (
@@ -220,144 +228,6 @@ for argv, extra_env in cfg["daemons"]:
 """
 
 
-class LibvirtHostError(RuntimeError):
-    pass
-
-
-def missing_tools(tools: Iterable[str] = TOOLS) -> list[str]:
-    """Programs from ``tools`` that are not on PATH (with their package)."""
-    return [f"{t} ({TOOLS.get(t, '?')})" for t in tools if shutil.which(t) is None]
-
-
-def host_apt_hosts() -> list[str]:
-    """Host names of the Debian mirrors the host's apt uses."""
-    hosts: list[str] = []
-    files = [Path("/etc/apt/sources.list")]
-    d = Path("/etc/apt/sources.list.d")
-    if d.is_dir():
-        files += sorted(d.glob("*.list")) + sorted(d.glob("*.sources"))
-    for f in files:
-        try:
-            text = f.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("#"):
-                continue
-            if line.startswith("URIs:") or line.startswith("deb "):
-                for m in re.finditer(r"\bhttps?://([^/\s:]+)", line):
-                    if m.group(1) not in hosts:
-                        hosts.append(m.group(1))
-    return hosts
-
-
-def _run(
-    argv: Sequence[str],
-    *,
-    check: bool = True,
-    timeout: float = 120,
-    input: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=input,
-    )
-    if check and p.returncode != 0:
-        raise LibvirtHostError(
-            f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}"
-        )
-    return p
-
-
-def _proc_starttime(pid: int) -> str | None:
-    """Start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat)."""
-    try:
-        stat_ = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after the last ')'.
-    rest = stat_[stat_.rindex(")") + 2 :].split()
-    return rest[19]
-
-
-def _proc_exe_name(pid: int) -> str | None:
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-    except OSError:
-        return None
-    return os.path.basename(argv0.decode(errors="replace"))
-
-
-def _ns_id(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """(device, inode) of a namespace file (/run/netns/X, /proc/PID/ns/net)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie counts as gone.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _terminate(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM, wait, then SIGKILL one PID."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(pid):
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-
-
-def _unix_peer_pid(path: Path) -> int | None:
-    """PID of the process that listens on unix socket ``path`` (SO_PEERCRED)."""
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(str(path))
-        pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return pid
-    return None
-
-
-def _mounts_below(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in this process's mount namespace."""
-    out = []
-    prefix = str(path).rstrip("/") + "/"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            mp = line.split()[4].encode().decode("unicode_escape")
-            if mp == str(path) or mp.startswith(prefix):
-                out.append(mp)
-    return out
-
-
 def _set_conf(path: Path, values: dict[str, str]) -> None:
     """Set ``key = value`` lines in a libvirt config file; earlier settings of
     those keys (also multi-line lists) are commented out, since libvirt uses the
@@ -385,43 +255,9 @@ def _set_conf(path: Path, values: dict[str, str]) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
-@contextlib.contextmanager
-def _flock(path: Path, timeout: float = 600.0) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LibvirtHostError(f"could not lock {path} within {timeout:.0f} s") from None
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _try_flock(path: Path) -> int | None:
-    """An fd holding an exclusive flock on ``path``, or None if someone holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
 
 @dataclass
-class LibvirtHost:
+class LibvirtHost(LibvirtObjectsMixin, RelayMixin):
     """A private libvirtd (+ virtlogd) in its own network and mount namespaces.
 
     See the module docstring for the API and how it is isolated.
@@ -887,56 +723,6 @@ class LibvirtHost:
         self._write_record(kept=True)
 
     # ------------------------------------------------------------- cleanup
-    def cleanup_prefixed(self, prefix: str | None = None) -> list[str]:
-        """Destroy/undefine domains, networks, pools and volumes named
-        ``prefix*`` (best effort; returns what was removed)."""
-        prefix = prefix or self.prefix
-        removed: list[str] = []
-        if not prefix:
-            return removed
-
-        def ok(*args: str) -> bool:
-            return _run(["virsh", "-q", "-c", self.uri, *args], check=False, timeout=60).returncode == 0
-
-        def names(*args: str) -> list[str]:
-            p = _run(["virsh", "-q", "-c", self.uri, *args], check=False, timeout=60)
-            return [n.strip() for n in p.stdout.splitlines() if n.strip()]
-
-        for dom in names("list", "--all", "--name"):
-            if dom.startswith(prefix):
-                ok("destroy", dom)
-                if not ok("undefine", dom, "--nvram"):
-                    ok("undefine", dom)
-                removed.append(f"domain {dom}")
-        for net in names("net-list", "--all", "--name"):
-            if net.startswith(prefix):
-                ok("net-destroy", net)
-                ok("net-undefine", net)
-                removed.append(f"network {net}")
-        for pool in names("pool-list", "--all", "--name"):
-            ok("pool-refresh", pool)
-            for vol in self._vol_names(pool):
-                if vol.startswith(prefix) or pool.startswith(prefix):
-                    if ok("vol-delete", vol, "--pool", pool):
-                        removed.append(f"volume {pool}/{vol}")
-            if pool.startswith(prefix):
-                ok("pool-destroy", pool)
-                ok("pool-delete", pool)
-                ok("pool-undefine", pool)
-                removed.append(f"pool {pool}")
-        if removed:
-            self._note("removed " + ", ".join(removed))
-        return removed
-
-    def _vol_names(self, pool: str) -> list[str]:
-        p = _run(["virsh", "-q", "-c", self.uri, "vol-list", pool], check=False, timeout=60)
-        out = []
-        for line in p.stdout.splitlines():
-            parts = line.split()
-            if parts:
-                out.append(parts[0])
-        return out
-
     def stop(self) -> list[str]:
         """Tear everything down; never raises (returns the errors met)."""
         errors: list[str] = []
@@ -997,16 +783,6 @@ class LibvirtHost:
             shutil.rmtree(d)
             self._note(f"removed {d}")
 
-    def _relay_names(self) -> list[str]:
-        assert self.state_dir is not None
-        if not self.state_dir.is_dir():
-            return []
-        return sorted(
-            p.stem
-            for p in self.state_dir.glob("*.pid")
-            if p.stem not in ("libvirtd", "virtlogd")
-        )
-
     def _kill_ns_leftovers(self) -> None:
         """Processes still inside *our* network namespace (dnsmasq, QEMU,
         relays that libvirt or we started) are ours: stop them by PID, each
@@ -1066,185 +842,7 @@ class LibvirtHost:
                     os.close(fd)
         return done
 
-    # -------------------------------------------------------------- relays
-    def start_proxy(
-        self,
-        gateway_ip: str = "0.0.0.0",
-        port: int = 3128,
-        allowed_hosts: Iterable[str] | None = None,
-        proxy_port: int | None = None,
-    ) -> str:
-        """Package relay for the VMs; returns the proxy URL the VMs use.
-
-        tinyproxy listens on 127.0.0.1:<proxy_port> in the root namespace and
-        only lets through ``allowed_hosts`` (default: the host's Debian mirror
-        hosts, deb.debian.org, pypi.org, files.pythonhosted.org). Inside the
-        namespace socat listens on ``gateway_ip:port`` (the libvirt bridge's
-        address, which exists only once the libvirt network is started) and
-        forwards through a unix socket to a second socat in the root namespace
-        that connects to tinyproxy.
-        """
-        missing = missing_tools(["tinyproxy", "socat"])
-        if missing:
-            raise LibvirtHostError("missing tools: " + ", ".join(missing))
-        assert self.state_dir is not None
-        hosts = list(dict.fromkeys([*host_apt_hosts(), *(allowed_hosts or DEFAULT_ALLOWED_HOSTS)]))
-        proxy_port = proxy_port or free_tcp_port()
-        filt = self.state_dir / "tinyproxy.filter"
-        filt.write_text("".join("^" + re.escape(h) + "$\n" for h in hosts))
-        conf = self.state_dir / "tinyproxy.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    "User nobody",
-                    "Group nogroup",
-                    f"Port {proxy_port}",
-                    "Listen 127.0.0.1",
-                    "Timeout 600",
-                    "MaxClients 64",
-                    "Allow 127.0.0.1",
-                    f'Filter "{filt}"',
-                    "FilterURLs Off",
-                    "FilterType ere",
-                    "FilterDefaultDeny Yes",
-                    "ConnectPort 443",
-                    "DisableViaHeader Yes",
-                    "LogLevel Info",
-                ]
-            )
-            + "\n"
-        )
-        os.chmod(filt, 0o644)
-        os.chmod(conf, 0o644)
-        self._spawn("tinyproxy", ["tinyproxy", "-d", "-c", str(conf)], in_ns=False)
-        self._wait_tcp("127.0.0.1", proxy_port, in_ns=False)
-
-        sock = self.state_dir / "proxy.sock"
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-        self._spawn(
-            "socat-proxy-root",
-            ["socat", f"UNIX-LISTEN:{sock},fork,mode=600,unlink-early", f"TCP:127.0.0.1:{proxy_port}"],
-            in_ns=False,
-        )
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if time.monotonic() > deadline:
-                raise LibvirtHostError(f"socat did not create {sock}")
-            time.sleep(0.1)
-        self._spawn(
-            "socat-proxy-ns",
-            ["socat", f"TCP-LISTEN:{port},bind={gateway_ip},fork,reuseaddr", f"UNIX-CONNECT:{sock}"],
-            in_ns=True,
-        )
-        self._wait_tcp("127.0.0.1" if gateway_ip == "0.0.0.0" else gateway_ip, port, in_ns=True)
-        host = gateway_ip if gateway_ip != "0.0.0.0" else "<gateway-ip>"
-        self._note(f"package relay for {', '.join(hosts)} at http://{host}:{port}")
-        return f"http://{host}:{port}"
-
-    def start_file_server(self, directory: str | os.PathLike[str], bind_ip: str = "0.0.0.0", port: int = 8080) -> str:
-        """Serve ``directory`` over plain HTTP inside the namespace."""
-        d = Path(directory).resolve()
-        if not d.is_dir():
-            raise LibvirtHostError(f"{d} is not a directory")
-        self._spawn(
-            "http-files",
-            ["/usr/bin/python3", "-m", "http.server", str(port), "--bind", bind_ip, "--directory", str(d)],
-            in_ns=True,
-        )
-        self._wait_tcp("127.0.0.1" if bind_ip == "0.0.0.0" else bind_ip, port, in_ns=True)
-        return f"http://{bind_ip}:{port}/"
-
-    def _wait_tcp(self, host: str, port: int, *, in_ns: bool, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        probe = [
-            "/usr/bin/python3",
-            "-c",
-            "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2).close()",
-            host,
-            str(port),
-        ]
-        while True:
-            p = _run(self.ns(*probe) if in_ns else probe, check=False, timeout=10)
-            if p.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise LibvirtHostError(f"nothing listens on {host}:{port} ({'netns' if in_ns else 'root ns'})")
-            time.sleep(0.2)
-
-    # ------------------------------------------------------- VM utilities
-    def define_network(self, xml: str) -> str:
-        """Define and start a network from XML; returns its name. Refuses
-        networks with a <forward> element (they would route out)."""
-        root = ET.fromstring(xml)
-        if root.find("forward") is not None:
-            raise LibvirtHostError("test networks must be isolated (no <forward>)")
-        name = root.findtext("name") or ""
-        if not name.startswith(str(self.prefix)):
-            raise LibvirtHostError(f"network name {name!r} must start with {self.prefix!r}")
-        bridge = root.find("bridge")
-        if bridge is not None and len(bridge.get("name", "")) > 15:
-            raise LibvirtHostError(f"bridge name {bridge.get('name')!r} is longer than 15 characters")
-        path = self.state_dir / f"net-{name}.xml"  # type: ignore[operator]
-        path.write_text(xml)
-        self.virsh("net-define", str(path))
-        self.virsh("net-start", name)
-        return name
-
-    def create_pool(self, name: str) -> Path:
-        """Define and start a ``dir`` storage pool ``name`` in
-        ``pool_root/<name>`` (removed at stop); returns its directory."""
-        if not name.startswith(str(self.prefix)) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise LibvirtHostError(f"pool name {name!r} must start with {self.prefix!r}")
-        assert self.pool_root is not None and self.state_dir is not None
-        path = self.pool_root / name
-        path.mkdir(mode=0o755, parents=True, exist_ok=True)
-        os.chmod(path, 0o755)
-        xml = textwrap.dedent(
-            f"""\
-            <pool type='dir'>
-              <name>{name}</name>
-              <target>
-                <path>{path}</path>
-                <permissions><mode>0755</mode></permissions>
-              </target>
-            </pool>
-            """
-        )
-        f = self.state_dir / f"pool-{name}.xml"
-        f.write_text(xml)
-        self.virsh("pool-define", str(f))
-        self.virsh("pool-start", name)
-        return path
-
-    def dhcp_leases(self, network: str) -> list[dict[str, str]]:
-        """Leases of ``network`` as dicts (mac, ip, hostname, ...)."""
-        out = _run(["virsh", "-c", self.uri, "net-dhcp-leases", network], check=False).stdout
-        leases = []
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) >= 6 and re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", parts[2]):
-                leases.append(
-                    {
-                        "expiry": f"{parts[0]} {parts[1]}",
-                        "mac": parts[2],
-                        "protocol": parts[3],
-                        "ip": parts[4].split("/")[0],
-                        "hostname": parts[5],
-                    }
-                )
-        return leases
-
-    def wait_for_lease(self, network: str, mac: str, timeout: float = 300) -> str:
-        deadline = time.monotonic() + timeout
-        mac = mac.lower()
-        while time.monotonic() < deadline:
-            for lease in self.dhcp_leases(network):
-                if lease["mac"] == mac:
-                    return lease["ip"]
-            time.sleep(1)
-        raise LibvirtHostError(f"no DHCP lease for {mac} on {network} within {timeout:.0f} s")
-
+    # -------------------------------------------------------- diagnostics
     def status(self) -> dict[str, object]:
         """What is running (for diagnostics)."""
         procs = {}

@@ -97,8 +97,21 @@ class BackupCluster(h.Cluster):
     def backup_settings(self) -> dict[str, Any] | None:
         if self.clone_source is not None:
             return None  # the clone has no repository of its own here
-        return backup.patroni_settings(self.backup_spec, backup.BackupPaths(bin=self.bin),
+        return backup.patroni_settings(self.backup_spec, self.node_backup_paths,
                                        restore=self.restore_target)
+
+    @functools.cached_property
+    def node_backup_paths(self) -> backup.BackupPaths:
+        """The nodes' paths, with the scripts PostgreSQL and Patroni run for the backups
+        written into the workdir as the configure step installs them."""
+        paths = backup.BackupPaths(bin=self.bin,
+                                   archive_push=str(self.workdir / "pgha-archive-push"),
+                                   archive_get=str(self.workdir / "pgha-archive-get"),
+                                   after_restore=str(self.workdir / "pgha-after-restore"))
+        for path, text in backup.archive_wrappers(paths).items():
+            Path(path).write_text(text)
+            Path(path).chmod(0o755)
+        return paths
 
     def bootstrap_settings(self, name: str) -> dict[str, Any] | None:
         if self.clone_source is None:

@@ -1234,27 +1234,34 @@ def _await_failover(c: Cluster, r: ScenarioResult, obs: Observation, old: str,
     return new, t_new
 
 
-def scenario_leader_failure(c: Cluster, how: str, profile: str, idle: float | None = None
-                            ) -> ScenarioResult:
+def scenario_leader_failure(c: Cluster, how: str, profile: str, idle: float | None = None,
+                            with_leader: tuple[str, ...] = ()) -> ScenarioResult:
     """The reference post's experiment (how="cut": pull the leader's cable) or a crash
     (how="crash": kill -9 Patroni and PostgreSQL).  Writes run throughout; the writer
-    stops before the old leader comes back, so it rejoins against an idle primary."""
+    stops before the old leader comes back, so it rejoins against an idle primary.
+    `with_leader`: other hosts (such as the backup repository, "repo") whose cables are
+    pulled at the same instant, as when one hypervisor held them all; they come back
+    with the leader."""
     r = ScenarioResult(f"leader_{how}", profile, len(c.nodes))
     to = _timeouts(c)
     old = c.wait_healthy()
     r.old_leader = old
     obs = Observation(c, r)
     obs.warm_up()
-    r.t_event = c.event(f"{how} leader {old}")
+    r.t_event = c.event(f"{how} leader {old}" + "".join(f" and {o}" for o in with_leader))
     if how == "cut":
         c.net.cut(old)
     else:
         c.crash(old)
+    for other in with_leader:
+        c.net.cut(other)
     new, t_new = _await_failover(c, r, obs, old, to)
     time.sleep(2)
     obs.stop_writer()
     time.sleep(c.spec.loop_wait if idle is None else idle)  # the new primary is idle now
     t_back = c.event(f"{'restore link of' if how == 'cut' else 'restart Patroni on'} {old}")
+    for other in with_leader:
+        c.net.restore(other)
     if how == "cut":
         c.net.restore(old)
     else:

@@ -11,6 +11,7 @@ from components.config import RestoreTarget
 from tests import workload
 from tests.realcluster import harness as h
 from tests.realcluster.backups import BackupCluster
+from tests.realcluster.conftest import describe
 from tests.wal import (lineage_segments, parse_lsn, segment_name, segment_number,
                        segment_of)
 
@@ -97,11 +98,18 @@ def test_point_in_time_recovery_keeps_exactly_the_rows_before_the_target(make_cl
         c.wait_for(f"the restored rows on {name}", lambda n=name: c.sql(
             n, "SELECT id FROM pitr ORDER BY id", check=False) == expected, 60)
     assert c.statuses()[leader]["timeline"] > timeline
-    # The other nodes were rebuilt as replicas from the repository, not from the leader.
+    # The new timeline's first segment was archived before any replica restored
+    # (pgha-after-restore), so the replicas, rebuilt from the repository and not from the
+    # leader, replayed the new history: none followed the old timeline past the fork and
+    # had to be rewound.
     for name in c.nodes:
         if name != leader:
+            lines = c.nodes[name].log_lines(since=t0)
             assert any("replica has been created using pgbackrest" in line
-                       for line in c.nodes[name].log_lines(since=t0)), name
+                       for line in lines), name
+            assert not [line for line in lines if "running pg_rewind" in line], name
+    assert any("(where this timeline begins) is archived; replicas may restore" in line
+               for line in c.nodes[leader].log_lines(since=t0))
     # The restored cluster archives on its new timeline.
     c.pgbackrest("check", timeout=180)
 
@@ -185,6 +193,23 @@ def test_an_unreachable_repository_queues_wal_and_the_archive_catches_up_without
     for n in range(segment_number(first), segment_number(newest) + 1):
         assert len(c.archive_get(segment_name(1, n), via=leader)) == 16 * 2**20, n
     assert workload.acknowledged_ids(records) <= c.committed_ids(leader)
+
+
+def test_the_leader_and_the_repository_lost_at_once_fail_over_within_ttl(make_cluster):
+    """One hypervisor held the leader and the backup repository (the default placement
+    puts the repository beside the first node, which leads at creation). A standby whose
+    WAL stream stops asks the archive (restore_command) and PostgreSQL acts on Patroni's
+    promote only between those calls: with pgBackRest's defaults each call to a vanished
+    repository waits 60 s, and the new leader took writes 2 minutes after the loss."""
+    c = make_cluster(3, cls=BackupCluster, profile="default")  # ttl 30 / 10 / 10
+    c.start_backups()
+    r = h.scenario_leader_failure(c, "cut", "default", with_leader=("repo",))
+    why = describe(r)
+    print(why)
+    assert r.metrics["new_leader_s"] <= c.spec.ttl + 2 * c.spec.loop_wait + 15, why
+    # Writable soon after the lock: the archive's bounded waits, not 60 s per call.
+    assert r.metrics["first_ack_after_event_s"] <= r.metrics["new_leader_s"] + 30, why
+    assert r.notes["rejoined_by"] in ("pg_rewind", "follow"), why
 
 
 def archive_push_in_flight(c: BackupCluster, leader: str, within: float = 2) -> bool:

@@ -51,20 +51,26 @@ def test_grow_to_five_and_shrink_to_three_with_the_leader_leaving(make_cluster):
         assert all(steps[f"{n}: handover"].endswith("leads: nothing to hand over")
                    for n in departed), c.steps
 
+        # Every acknowledged write is on the leader the shrink left (switchovers shut the
+        # old leader down cleanly: nothing acknowledged is lost to them).
+        acknowledged = acknowledged_ids(writer.stop())
+        assert len(acknowledged) > 100, len(acknowledged)
+        assert acknowledged - c.committed_ids(leader) == set()
+
         # Three members again: losing the leader still leaves a majority that fails over.
+        # The writer is stopped first: with asynchronous replication a crashed leader
+        # may take its last acknowledged commits with it (a replica within
+        # maximum_lag_on_failover may lead), which a run under load once showed.
         c.crash(leader)
-        new = c.wait_for("a new leader", lambda: [n for n in c.leaders() if n != leader],
-                         c.spec.ttl * 3, 0.5)[0]
+        c.wait_for("a new leader", lambda: [n for n in c.leaders() if n != leader],
+                   c.spec.ttl * 3, 0.5)
         c.wait_healthy(members=[n for n in c.addresses if n != leader], timeout=120)
         time.sleep(2)
     finally:
-        acks = writer.stop()
+        writer.stop()
         series = {name: h.probe_series(p.stop()) for name, p in probes.items()}
     print("steps:", c.steps)
     print("figures:", figures)
-    acknowledged = acknowledged_ids(acks)
-    assert len(acknowledged) > 100, len(acknowledged)
-    assert acknowledged - c.committed_ids(new) == set()
     assert h.overlapping_primaries(series) == []
 
 

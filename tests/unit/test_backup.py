@@ -2,8 +2,10 @@
 Patroni additions by Patroni's validator, and the secrets stay where they belong."""
 import configparser
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -140,12 +142,22 @@ def test_patroni_archives_through_pgbackrest_and_builds_replicas_from_the_reposi
     params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
     assert params["archive_mode"] == "on"
     assert params["archive_command"] == (
+        "/usr/local/sbin/pgha-archive-push "
         f"/usr/bin/pgbackrest --stanza={SPEC.cluster_name} archive-push \"%p\"")
     pg = config["postgresql"]
     assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
     assert pg["pgbackrest"]["command"].endswith("--delta restore")
     assert pg["pgbackrest"]["keep_data"] is True and pg["pgbackrest"]["no_params"] is True
-    assert pg["recovery_conf"]["restore_command"].endswith('archive-get %f "%p"')
+    # A standby's archive-get asks a repository that accepts a connection, within 5 s
+    # (templates/pgha-archive-get.sh says why), with pgBackRest's own waits: its "not
+    # found" must be the archive's word; a recovery's own (pgBackRest's, from the
+    # restore) has no wrapper.
+    assert pg["recovery_conf"]["restore_command"] == (
+        f"/usr/local/sbin/pgha-archive-get {REPO_ADDRESS} 8432 5 "
+        f'/usr/bin/pgbackrest --stanza={SPEC.cluster_name} archive-get %f "%p"')
+    restore = backup.restore_bootstrap(backup_spec(), backup.BackupPaths(),
+                                       parse_restore_target("latest"))
+    assert "timeout" not in str(restore) and "pgha-archive-get" not in str(restore)
     # A replica method's section is named by create_replica_methods, not by Patroni.
     unknown = sorted(set(keys_of(config)) - patroni_known_keys()
                      - set(pg["create_replica_methods"]))
@@ -234,6 +246,8 @@ def backup_scripts():
     yield "configure-repository", backup.render_configure_script(
         "repository", "repository", repo_conf(), "CA", "CERT", KEY, backup_spec())
     yield "init-backups", backup.render_init_backups_script(backup_spec())
+    yield "init-backups-after-restore", backup.render_init_backups_script(
+        backup_spec(restore_request="time:2026-11-26 14:05:00+00"))
     for target in ("latest", "time:2026-11-26 14:05:00+00", "name:before migration",
                    "lsn:0/3000060"):
         parsed = parse_restore_target(target)
@@ -324,3 +338,237 @@ def test_restore_check_refuses_before_anything_is_stopped(tmp_path):
     good = judge([full], 1795701900)
     assert good.returncode == 0 and "20261126-100000F" in good.stdout
     assert judge([full], 0).returncode == 0  # latest / name / lsn: any backup will do
+
+
+FAKE_PGBACKREST = """#!/usr/bin/env bash
+# runuser -u USER -- pgbackrest ARGS: records the command, answers `info` with one backup.
+shift 3
+echo "$*" >> "$PGHA_FAKE_LOG"
+case " $* " in
+  *" info "*) echo '[{"status": {"code": 0}, "backup": [{"label": "20261126-140000F"}]}]' ;;
+esac
+"""
+
+
+def run_init_backups(tmp_path, restore_request: str) -> tuple[str, list[str]]:
+    """The rendered init-backups script against a recording pgBackRest, its marker in
+    tmp_path; returns its stdout and the pgBackRest commands it ran."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "runuser").write_text(FAKE_PGBACKREST)
+    (bin_dir / "runuser").chmod(0o755)
+    log = tmp_path / "pgbackrest.log"
+    log.write_text("")
+    script = rendering._env.get_template("init-backups.sh.j2").render(
+        backup=backup_spec(restore_request=restore_request), user=backup.REPO_USER,
+        restore_marker=str(tmp_path / "pgha" / "backup-after-restore"))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PGHA_FAKE_LOG": str(log)}
+    result = subprocess.run(["bash", "-s"], input=script, text=True, capture_output=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, log.read_text().splitlines()
+
+
+def test_after_a_point_in_time_recovery_the_repository_takes_one_full_backup(tmp_path):
+    """The recovery restores an older backup and starts a new timeline; without a backup of
+    the new history, a replica added later replays every timeline since that backup."""
+    request = "time:2026-11-26 14:05:00+00"
+    out, commands = run_init_backups(tmp_path, request)
+    assert "took a full backup after the point-in-time recovery" in out
+    assert any("--type=full backup" in c for c in commands), commands
+    assert (tmp_path / "pgha" / "backup-after-restore").read_text() == request + "\n"
+    # Once per recovery: the step run again takes none.
+    out, commands = run_init_backups(tmp_path, request)
+    assert "pgha: no changes" in out and not any(" backup" in c for c in commands)
+    # A later recovery (another target) takes its own.
+    out, commands = run_init_backups(tmp_path, "name:before migration")
+    assert any("--type=full backup" in c for c in commands), commands
+    # A stack that asks for no recovery never does (its repository has a backup).
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    out, commands = run_init_backups(plain, "")
+    assert "pgha: no changes" in out and not any(" backup" in c for c in commands)
+
+
+@pytest.mark.parametrize("name, wrapper", [("pgha-archive-push", backup.archive_push_wrapper),
+                                           ("pgha-archive-get", backup.archive_get_wrapper),
+                                           ("pgha-after-restore", backup.after_restore_script)])
+def test_the_archive_wrappers_are_strict_and_shellcheck_clean(name, wrapper):
+    if shutil.which("shellcheck") is None:
+        skip_or_fail("shellcheck is not installed (apt-get install shellcheck)")
+    script = wrapper()
+    result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"],
+                            input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stdout
+    assert script.startswith("#!/usr/bin/env bash\n") and "set -Eeuo pipefail" in script
+    # The node's configure step installs it where PostgreSQL runs it.
+    configure = BACKUP_SCRIPTS["configure-database"]
+    assert f"install_file /usr/local/sbin/{name} 0755 root:root" in configure
+    assert name not in BACKUP_SCRIPTS["configure-repository"]
+
+
+def run_archive_get(tmp_path, host, port, status=0, sync_status=0):
+    """The restore_command wrapper as PostgreSQL runs it, around a fake pgbackrest that
+    records its arguments and exits with `status` (`sync_status` when told
+    --no-archive-async)."""
+    fake = tmp_path / "pgbackrest"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\n"
+                    f"case \" $* \" in *\" --no-archive-async \"*) exit {sync_status};; esac\n"
+                    f"exit {status}\n")
+    fake.chmod(0o755)
+    wrapper = tmp_path / "pgha-archive-get"
+    wrapper.write_text(backup.archive_get_wrapper())
+    t0 = time.monotonic()
+    p = subprocess.run(["bash", str(wrapper), host, str(port), "2", str(fake), "--stanza=s",
+                        "archive-get", "000000030000000000000012", "pg_wal/RECOVERYXLOG"],
+                       capture_output=True, text=True, timeout=30)
+    calls = tmp_path / "calls"
+    return p, time.monotonic() - t0, calls.read_text() if calls.exists() else ""
+
+
+ASKED = "--stanza=s archive-get 000000030000000000000012 pg_wal/RECOVERYXLOG\n"
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_archive_get_runs_pgbackrest_when_the_repository_accepts_and_passes_its_status(
+        tmp_path, status):
+    """Found (0) or not found (1): pgBackRest's answer, asked once."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        p, _, calls = run_archive_get(tmp_path, "127.0.0.1", server.getsockname()[1],
+                                      status)
+    assert p.returncode == status, p
+    assert calls == ASKED
+
+
+@pytest.mark.parametrize("sync_status", [0, 1, 49])
+def test_a_failed_asynchronous_get_is_asked_again_synchronously(tmp_path, sync_status):
+    """archive-timeout (82), as pgBackRest 2.45 reports a fetch lost across a timeline
+    switch: PostgreSQL would read the old timeline's copy; the synchronous answer goes to
+    PostgreSQL instead, whatever it is."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        p, _, calls = run_archive_get(tmp_path, "127.0.0.1", server.getsockname()[1],
+                                      82, sync_status)
+    assert p.returncode == sync_status, p
+    assert calls == ASKED + "--no-archive-async " + ASKED
+    assert ("pgha: 000000030000000000000012: asynchronous archive-get failed (status 82); "
+            "asking again synchronously") in p.stderr
+
+
+def test_archive_get_reports_not_there_yet_at_once_when_the_repository_refuses(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+    p, took, calls = run_archive_get(tmp_path, "127.0.0.1", port)
+    assert p.returncode == 1 and calls == "" and took < 2, (p, took)
+    assert ("the backup repository 127.0.0.1:%d did not answer within 2s: "
+            "000000030000000000000012 not fetched" % port) in p.stderr
+
+
+def test_archive_get_gives_up_within_its_bound_on_a_repository_that_never_answers(tmp_path):
+    """A listener whose backlog is full leaves a new connection's SYN unanswered, as a
+    vanished host does."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        clients = []
+        try:
+            for _ in range(8):  # fill the accept queue (never accepted)
+                client = socket.socket()
+                client.setblocking(False)
+                client.connect_ex(("127.0.0.1", port))
+                clients.append(client)
+            time.sleep(0.2)
+            p, took, calls = run_archive_get(tmp_path, "127.0.0.1", port)
+        finally:
+            for client in clients:
+                client.close()
+    assert p.returncode == 1 and calls == "", p
+    assert 1.9 <= took < 4, took
+
+
+@pytest.mark.parametrize("segment, histories, pushed, status", [
+    # A duplicate of an ancestor timeline's segment (copied in by pg_rewind): dropped.
+    ("000000020000000000000010", [2, 3, 8], 45, 0),
+    # The current timeline's own segment refused: two histories, passed on.
+    ("000000080000000000000012", [2, 3, 8], 45, 45),
+    # The first timeline has no history file: nothing is older.
+    ("000000010000000000000003", [], 45, 45),
+    # Any other status is pgBackRest's, as it is.
+    ("000000020000000000000010", [8], 0, 0),
+    ("000000020000000000000010", [8], 1, 1),
+    ("00000002.history", [8], 45, 45),
+])
+def test_archive_push_drops_only_an_ancestor_timelines_duplicate(tmp_path, segment,
+                                                                 histories, pushed, status):
+    data = tmp_path / "data"
+    (data / "pg_wal").mkdir(parents=True)
+    for timeline in histories:
+        (data / "pg_wal" / f"{timeline:08X}.history").write_text("")
+    (data / "pg_wal" / segment).write_text("")
+    wrapper = tmp_path / "pgha-archive-push"
+    wrapper.write_text(backup.archive_push_wrapper())
+    fake = tmp_path / "pgbackrest"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\nexit {pushed}\n")
+    fake.chmod(0o755)
+    # As PostgreSQL runs archive_command: in the data directory, %p relative to it.
+    p = subprocess.run(["bash", str(wrapper), str(fake), "--stanza=s", "archive-push",
+                        f"pg_wal/{segment}"], cwd=data, capture_output=True, text=True)
+    assert p.returncode == status, p
+    assert (tmp_path / "calls").read_text() == f"--stanza=s archive-push pg_wal/{segment}\n"
+    assert ("not archived again" in p.stderr) == (pushed == 45 and status == 0)
+
+
+def run_after_restore(tmp_path, archived_after: int, seconds: int):
+    """pgha-after-restore as Patroni runs it, against a fake psql whose archiver reports
+    the switched segment archived from its `archived_after`-th question on (0: never)."""
+    fake = tmp_path / "psql"
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {tmp_path}/queries
+case "$*" in
+  *pg_switch_wal*) echo 00000002000000000000000A ;;
+  *pg_stat_archiver*)
+    n=$(grep -c pg_stat_archiver {tmp_path}/queries)
+    if [ {archived_after} -gt 0 ] && [ "$n" -ge {archived_after} ]; then echo t; else echo f; fi ;;
+esac
+""")
+    fake.chmod(0o755)
+    script = tmp_path / "pgha-after-restore"
+    script.write_text(backup.after_restore_script())
+    t0 = time.monotonic()
+    p = subprocess.run(["bash", str(script), str(seconds), str(fake),
+                        "postgresql://postgres@%2Frun%2Fpostgresql:5432/postgres"],
+                       capture_output=True, text=True, timeout=30)
+    return p, time.monotonic() - t0, (tmp_path / "queries").read_text().splitlines()
+
+
+def test_after_a_restore_the_new_leader_waits_until_its_timelines_first_segment_is_archived(
+        tmp_path):
+    p, took, queries = run_after_restore(tmp_path, archived_after=3, seconds=30)
+    assert p.returncode == 0, p
+    assert "00000002000000000000000A (where this timeline begins) is archived" in p.stderr
+    # One switch and a record after it, then the archiver asked until it has the
+    # segment (a second apart).
+    assert ["pg_switch_wal" in q for q in queries] == [True, False, False, False, False]
+    assert queries[1].endswith("-c CHECKPOINT"), queries
+    assert all("-d postgresql://postgres@%2Frun%2Fpostgresql:5432/postgres" in q
+               for q in queries)
+    assert ">= '00000002000000000000000A' FROM pg_stat_archiver" in queries[-1]
+    assert 1.5 < took < 10, took
+
+
+def test_after_a_restore_an_archive_that_lags_is_reported_and_does_not_fail_the_bootstrap(
+        tmp_path):
+    p, took, queries = run_after_restore(tmp_path, archived_after=0, seconds=2)
+    # Patroni would remove the restored data directory on a failure: the script says
+    # what it could not do and lets Patroni go on.
+    assert p.returncode == 0, p
+    assert "is not archived after 2s" in p.stderr and 1.5 < took < 10, (p, took)
+
+
+def test_after_a_restore_a_postgresql_that_cannot_be_asked_does_not_fail_the_bootstrap(
+        tmp_path):
+    script = tmp_path / "pgha-after-restore"
+    script.write_text(backup.after_restore_script())
+    p = subprocess.run(["bash", str(script), "5", str(tmp_path / "no-psql"), "dbname=x"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "could not switch WAL after the restore" in p.stderr, p

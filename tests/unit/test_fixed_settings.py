@@ -177,24 +177,69 @@ def test_a_single_host_stack_records_what_it_did_before_hosts_existed():
     assert not {"hosts", "networkGateway", "networkDns"} & set(recorded)
 
 
-def test_on_hosts_nodes_come_and_go_but_a_kept_node_never_changes_host():
+def test_on_hosts_nodes_come_and_go_and_one_node_at_a_time_moves_to_another_host():
     last = previous(ON_HOSTS)[fixed_settings.OUTPUT]
     grown = build_spec({**ON_HOSTS, "nodeCount": 5, "placement": {"srv4": "hv3"}})
     assert fixed_settings.refused_changes(last, grown) == []
+    one = {**ON_HOSTS, "placement": {"srv3": "hv1"}, "allowHostMajority": True}
+    # The repository would follow the fewest core nodes to hv3: it keeps its host.
+    (line,) = fixed_settings.refused_changes(last, build_spec(one))
+    assert line.endswith("set pgha:placement.repository to hv1"), line
+    pinned = {**one, "placement": {"srv3": "hv1", "repository": "hv1"}}
+    assert fixed_settings.refused_changes(last, build_spec(pinned)) == []
     moved = build_spec({**ON_HOSTS, "placement": {"srv1": "hv2", "srv2": "hv1"}})
     (line,) = fixed_settings.refused_changes(last, moved)
-    assert line.startswith("pgha:hosts (or pgha:placement) would move srv1 from "
-                           "qemu+ssh://root@hv1/system to qemu+ssh://root@hv2/system; "
-                           "srv2 from qemu+ssh://root@hv2/system to "
-                           "qemu+ssh://root@hv1/system, and it cannot change in place"), line
+    assert line.startswith("pgha:placement (or pgha:hosts) would move 2 nodes at once "
+                           "(srv1 from qemu+ssh://root@hv1/system to "
+                           "qemu+ssh://root@hv2/system; srv2 from qemu+ssh://root@hv2/system "
+                           "to qemu+ssh://root@hv1/system): move one node per `pulumi up`"), line
+    # A host's new URI moves its nodes (and, here, the repository with srv3's host hv3).
     renamed = [{**h, "uri": h["uri"].replace("hv3", "hv9")} for h in ON_HOSTS["hosts"]]
+    assert fixed_settings.refused_changes(last, build_spec({**ON_HOSTS,
+                                                            "hosts": renamed})) == []
+    # Another pool on the same host is not a move: still refused as before.
+    repooled = [{**h, "storagePool": "fast"} if h["name"] == "hv3" else h
+                for h in ON_HOSTS["hosts"]]
     (line,) = fixed_settings.refused_changes(last, build_spec({**ON_HOSTS,
-                                                               "hosts": renamed}))
-    assert line.startswith("pgha:hosts (or pgha:placement) would move srv3 from "
-                           "qemu+ssh://root@hv3/system to qemu+ssh://root@hv9/system"), line
+                                                               "hosts": repooled}))
+    assert line.startswith("pgha:hosts (or pgha:placement) would move srv3 on "
+                           "qemu+ssh://root@hv3/system to another pool or LAN attachment"), line
     back_to_one = fixed_settings.refused_changes(last, build_spec(BASE))
     assert [p for p in back_to_one if p.startswith(
         "pgha:hosts would move every VM between one libvirt host and a list of hosts")]
+
+
+def test_a_move_of_the_repository_or_of_a_node_added_by_scaling_is_refused():
+    last = previous(ON_HOSTS)[fixed_settings.OUTPUT]
+    (line,) = fixed_settings.refused_changes(last, build_spec(
+        {**ON_HOSTS, "placement": {"repository": "hv3"}}))
+    assert line.startswith("pgha:placement (or pgha:hosts) would move the backup "
+                           "repository (repository from qemu+ssh://root@hv1/system to "
+                           "qemu+ssh://root@hv3/system)"), line
+    five = {**ON_HOSTS, "nodeCount": 5, "firewall": False, "allowHostMajority": True,
+            "placement": {"repository": "hv1"}}
+    last = previous(five)[fixed_settings.OUTPUT]
+    (line,) = fixed_settings.refused_changes(last, build_spec(
+        {**five, "placement": {"srv4": "hv3", "repository": "hv1"}}))
+    assert line.startswith("pgha:placement would move srv4 from qemu+ssh://root@hv1/system "
+                           "to qemu+ssh://root@hv3/system: nodes added by scaling keep "
+                           "their hosts"), line
+    # A core node of a 5-node stack moves, unless the firewall is on.
+    assert fixed_settings.refused_changes(last, build_spec(
+        {**five, "placement": {"srv3": "hv2", "repository": "hv1"}})) == []
+    fenced = {**five, "firewall": True}
+    (line,) = fixed_settings.refused_changes(
+        previous(fenced)[fixed_settings.OUTPUT],
+        build_spec({**fenced, "placement": {"srv3": "hv2", "repository": "hv1"}}))
+    assert line.startswith("moving srv3 with nodes past the third and the firewall on"), line
+
+
+def test_a_move_and_a_change_of_node_count_are_refused_together():
+    last = previous(ON_HOSTS)[fixed_settings.OUTPUT]
+    (line,) = fixed_settings.refused_changes(last, build_spec(
+        {**ON_HOSTS, "nodeCount": 5, "firewall": False, "allowHostMajority": True,
+         "placement": {"srv3": "hv1", "repository": "hv1"}}))
+    assert line.startswith("pgha:nodeCount = 5 (was 3) in the same run as moving srv3"), line
 
 
 @pytest.mark.parametrize("before, after", [

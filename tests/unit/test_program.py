@@ -135,6 +135,10 @@ def test_configure_waits_for_every_domain_but_installs_only_for_their_own(progra
     gate = prog.named("pg-raft-health-gate")
     starts = {prog.named(f"pg-raft-srv{i}-provision-start").urn for i in range(1, count + 1)}
     assert starts <= gate.dependencies
+    # A replaced VM (a new domain id, every configuration as it was) runs the gate again:
+    # `up` waits for the new node too.
+    assert {f"pg-raft-srv{i}-domain_id" for i in range(1, count + 1)} <= set(
+        gate.inputs["triggers"])
 
 
 def test_steps_run_in_order_on_each_node(program):

@@ -198,3 +198,6 @@ def test_restore_target_resets_every_node_after_the_check_then_starts_them_all()
     method = patroni["bootstrap"]["method"]
     assert method == backup.RESTORE_METHOD
     assert "'--target=2026-11-26 14:05:00+00'" in patroni["bootstrap"][method]["command"]
+    # The new leader archives where its timeline begins before any replica restores.
+    assert patroni["bootstrap"]["post_bootstrap"] == (
+        "/usr/local/sbin/pgha-after-restore 120 /usr/pgsql-14/bin/psql")

@@ -237,6 +237,10 @@ def all_scripts():
                 spec, elastic, addresses[elastic.name])
             yield f"{name}/{elastic.name}-admitted", firewall.render_admission_script(
                 node.name, elastic.name, addresses[elastic.name])
+        moved = spec.nodes[2]  # a move to another host (components/moves.py)
+        yield f"{name}/move-leave", membership.render_move_leave_script(spec, moved)
+        yield f"{name}/move-forget", membership.render_move_forget_script(
+            spec, moved, addresses[moved.name])
 
 
 SCRIPTS = dict(all_scripts())
@@ -436,7 +440,7 @@ def test_membership_steps_act_only_on_their_own_verb_and_read_secrets_from_the_n
     assert tool in join and tool in leave and tool in forget
     assert 'config["raft"]' in tool and 'rest.get("authentication")' in tool
     assert "print(" not in tool.split("def join", 1)[0]  # the class prints nothing
-    assert not any(membership.is_elastic(n) for n in spec.nodes[:membership.MIN_NODES])
+    assert not any(membership.is_elastic(n) for n in spec.nodes[:membership.CORE_NODES])
 
 
 def test_configure_installs_pgha_raft_which_reads_the_raft_password_from_patroni_yml():

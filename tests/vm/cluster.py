@@ -23,6 +23,9 @@ from tests.vm.lab import Lab
 from tests.vm.plan import Plan, Step
 from tests.vm.remote import Ssh, StepFailed, StepResult, run_deletes, run_steps
 
+# How often a wait for a rejoining node asks whether it streams (VmCluster.wait_streaming).
+STREAMING_POLL_S = 3
+
 
 @dataclass
 class Timings:
@@ -168,6 +171,21 @@ class VmCluster:
             return False
         members = {m["name"]: m for m in self.rest(leader, "/cluster").get("members", [])}
         return members.get(name, {}).get("state") == "streaming"
+
+    def wait_streaming(self, name: str, timeout: float) -> None:
+        """Wait until `name` streams (see `streaming`), asking every STREAMING_POLL_S: each
+        ask is three HTTPS requests to the nodes' REST APIs, and on the VMs each costs
+        50-80 ms of a host core (TLS handshake, Patroni asking PostgreSQL), taken from the
+        very node that is rejoining."""
+        self.wait_for(f"{name} streaming", lambda: self.streaming(name), timeout,
+                      STREAMING_POLL_S)
+
+    def wait_writable(self, name: str, timeout: float) -> None:
+        """Wait until `name` is out of recovery: a leader that took the lock may still be
+        promoting (the end of recovery, a new timeline), 30 s on an emulated CPU under load."""
+        def writable() -> bool:
+            return self.sql(self.node_dsn(name), "SELECT NOT pg_is_in_recovery()")[0][0]
+        self.wait_for(f"{name} writable", writable, timeout, 1)
 
     def leader(self) -> str | None:
         leaders = [n for n, m in self.members().items()
@@ -342,6 +360,9 @@ class Writer:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(timeout=10)
-        records = [json.loads(line) for line in self.out.read_text().splitlines()
-                   if line.strip()]
-        return workload.acknowledged_ids(records)
+        return workload.acknowledged_ids(self.records())
+
+    def records(self) -> list[dict]:
+        """Every attempt so far: id, when (t), whether acknowledged (ok)."""
+        return [json.loads(line) for line in self.out.read_text().splitlines()
+                if line.strip()]

@@ -1,7 +1,9 @@
-"""The VM tier: the program's own steps on real Debian 12 VMs (QEMU/TCG) in a private
-libvirtd, three nodes and the backup repository. One cluster serves the whole session
-(provisioning takes minutes under emulation); every scenario starts by waiting for a
-healthy cluster and leaves one.
+"""The VM tier: the program's own steps on real Debian 12 VMs (QEMU/TCG), three nodes
+and the backup repository, spread over three libvirt hosts as the stack's `hosts` says:
+three private libvirtds, each in a network namespace of its own, their bridges joined
+into one LAN (tests/vm/hosts_lab.py). One cluster serves the whole session (provisioning
+takes minutes under emulation); every scenario starts by waiting for a healthy cluster
+and leaves one.
 
 Needs root, the host tools in tests/e2e/libvirt_host.TOOLS, and reach to Debian's and
 PyPI's package servers (the image build, the nodes' apt through the relay, the
@@ -22,7 +24,7 @@ import yaml
 
 from tests.conftest import REPO, skip_or_fail
 from tests.vm.cluster import Timings, VmCluster
-from tests.vm.lab import Lab
+from tests.vm.hosts_lab import HOST_BRIDGE, HostsLab
 from tests.vm.plan import VmMocks, plan_for
 from tests.vm.remote import Ssh
 
@@ -33,23 +35,37 @@ CIDR = "10.232.0.0/24"
 CACHE = Path(os.environ.get("PGHA_CACHE", Path.home() / ".cache" / "pgha"))
 TIMINGS = Timings()
 # Less WAL for a former leader's pg_rewind to copy. PostgreSQL 15's pg_rewind copies every
-# segment in the new primary's pg_wal; with archive_timeout 60 s (a switch each minute) and
-# wal_keep_size 256MB that was 27-29 segments, 100-105 s between emulated CPUs, which on
-# hardware is seconds (docs/benchmarks.md). Nothing needs the kept segments here: Patroni
-# keeps a slot for each member and replicas fetch older WAL from the repository.
-EMULATION_WAL = {"archive_timeout": "5min", "wal_keep_size": "64MB"}
+# file in the new primary's pg_wal, whatever it holds: segments kept by wal_keep_size and
+# the ones renamed ahead of time for reuse (wal_recycle). Between emulated CPUs that copy
+# runs at about 1.3 MB/s: 72 s for 7 segments, 47 s for 4, of one rewind with nothing
+# to undo (docs/benchmarks.md), where hardware takes seconds. Nothing here needs those
+# files: Patroni keeps a slot for each member, which holds what an absent member still
+# needs, and replicas fetch anything older from the repository. archive_timeout 5min:
+# fewer forced segment switches (the program's default is 60s).
+EMULATION_WAL = {"archive_timeout": "5min", "wal_keep_size": "0", "wal_recycle": "off"}
+# Patroni's timing for emulation, as the README's troubleshooting says, from the start:
+# at the defaults (ttl 30, retryTimeout 10) a leader VM starved of CPU by its neighbours
+# (three more VMs, the namespace tiers alongside) missed its watchdog's 25 s and the
+# softdog reset it, in the middle of a test about something else (docs/benchmarks.md).
+EMULATION_TIMING = {"ttl": 60, "loopWait": 10, "retryTimeout": 20, "watchdogSafetyMargin": 5}
 
 
-def vm_settings(run_id: str, image: Path, packages: dict[str, str]) -> dict:
-    """The stack the VM tier brings up: what a user's Debian 12 stack on an emulating
-    host would say, on an isolated network with a package relay and a wheelhouse."""
+HOSTS = ["hv1", "hv2", "hv3"]
+
+
+def vm_settings(run_id: str, image: Path, packages: dict[str, str], lab: HostsLab) -> dict:
+    """The stack the VM tier brings up: what a user's Debian 12 stack over three
+    emulating hypervisors would say, each with a bridge onto one LAN (one node per host,
+    the repository with the first), with a package relay and a wheelhouse there."""
+    hosts = [{"name": name, "uri": lab.sites[name].host.uri, "bridge": HOST_BRIDGE}
+             for name in HOSTS]
     return {"clusterName": f"vm{run_id}", "nodeCount": 3, "osFamily": "debian12",
             "postgresSource": "distro", "postgresVersion": 15, "domainType": "qemu",
-            "vcpus": 1, "memoryMib": 1024, "diskGib": 8, "networkMode": "none",
-            "networkCidr": CIDR, "baseImage": str(image),
+            "vcpus": 1, "memoryMib": 1024, "diskGib": 8, "hosts": hosts,
+            "networkCidr": CIDR, "networkGateway": lab.gateway, "baseImage": str(image),
             "storagePool": f"pgha-vm{run_id}-pool", "backups": True,
             "backupRepoDiskGib": 4, "backupRepoMemoryMib": 768,
-            "postgresParameters": EMULATION_WAL, **packages}
+            "postgresParameters": EMULATION_WAL, **EMULATION_TIMING, **packages}
 
 
 def build_image() -> Path:
@@ -59,9 +75,9 @@ def build_image() -> Path:
     return CACHE / "images" / "debian12-cloud.qcow2"
 
 
-def build_node_image(lab: Lab, settings: dict, network: str, workdir: Path,
+def build_node_image(lab: HostsLab, settings: dict, workdir: Path,
                      out: Path = CACHE / "images") -> Path:
-    """The stack's node image, built by the user's command in the lab's libvirtd (cached
+    """The stack's node image, built by the user's command in the LAN's libvirtd (cached
     by its hash in `out`: a warm run only checks it)."""
     stack_file = workdir / "Pulumi.vm-image.yaml"
     stack_file.write_text(yaml.safe_dump({"config": {f"pgha:{key}": value
@@ -69,7 +85,8 @@ def build_node_image(lab: Lab, settings: dict, network: str, workdir: Path,
     built = subprocess.run(
         [str(REPO / ".venv/bin/python"), str(REPO / "tools/build-node-image.py"),
          "--config", str(stack_file), "--out", str(out),
-         "--connect", lab.host.uri, "--pool", settings["storagePool"], "--network", network],
+         "--connect", lab.lan.uri, "--pool", settings["storagePool"],
+         "--network", lab.lan_network],
         check=True, stdout=subprocess.PIPE, text=True, timeout=3600)
     return Path(built.stdout.strip().splitlines()[-1])
 
@@ -79,6 +96,32 @@ def build_wheelhouse() -> Path:
     subprocess.run([str(REPO / ".venv/bin/python"), str(REPO / "tools/build-wheelhouse.py"),
                     str(out)], check=True, stdout=subprocess.DEVNULL, timeout=1800)
     return out
+
+
+def provision(lab: HostsLab, plan, mocks: VmMocks, workdir: Path,
+              timings: Timings) -> VmCluster:
+    """What `pulumi up` does for `plan` on the lab: the base image on every host, each
+    node's VM on its host, then every step, the VMs booting meanwhile."""
+    t0 = time.monotonic()
+    base = next(v for v in plan.volumes if "source" in v)
+    lab.create_base_volume(base, Path(base["source"]))
+    lab.create_nodes(plan, plan.domains)
+    timings.add(f"setup: define and start {len(plan.domains)} VMs", time.monotonic() - t0)
+    cluster = VmCluster(plan, lab, Ssh(lab.netns, workdir / "ssh"), timings, workdir)
+    cluster.mocks = mocks
+    t0 = time.monotonic()
+    cluster.provisioning = cluster.run_steps()
+    timings.add("pulumi up steps, VMs booting to healthy (all nodes)", time.monotonic() - t0)
+    return cluster
+
+
+def announce_provisioned() -> None:
+    """Tell tools/test.sh that the cluster is up: it starts the namespace tiers then, so
+    that their native processes do not take CPU from four VMs provisioning, the tier's
+    most CPU-bound phase (docs/testing.md has what was measured)."""
+    marker = os.environ.get("PGHA_VM_PROVISIONED_FILE")
+    if marker:
+        Path(marker).touch()
 
 
 @pytest.fixture(scope="session")
@@ -95,45 +138,29 @@ def vm_cluster():
 
     run_id = secrets.token_hex(3)
     workdir = Path(tempfile.mkdtemp(prefix=f"pgha-vm{run_id}-"))
-    lab = Lab(run_id, CIDR, workdir)
+    lab = HostsLab(run_id, CIDR, workdir, HOSTS)
     try:
         t0 = time.monotonic()
         lab.start()
         mocks = VmMocks()
-        # The relay and wheelhouse addresses are known before the network exists (its
-        # gateway), so one plan serves to build everything.
-        packages = {"httpProxy": f"http://{lab.gateway}:3128",
-                    "pythonIndexUrl": f"http://{lab.gateway}:8080/simple/"}
-        plain = plan_for(vm_settings(run_id, image, packages), mocks)
-        lab.create_network(plain.network, plain.domains)
         served = lab.serve_packages(wheelhouse)
-        assert served == packages, served
-        TIMINGS.add("setup: lab, network and package relay", time.monotonic() - t0)
+        plain = plan_for(vm_settings(run_id, image, served, lab), mocks)
+        assert plain.network is None and set(plain.placement.values()) == set(HOSTS)
+        TIMINGS.add("setup: lab (hosts, LAN) and package relay", time.monotonic() - t0)
         t0 = time.monotonic()
-        baked = build_node_image(lab, plain.settings, plain.network["name"], workdir)
+        baked = build_node_image(lab, plain.settings, workdir)
         TIMINGS.add("setup: node image (built when cold, checked when warm)",
                     time.monotonic() - t0)
-        t0 = time.monotonic()
-        plan = plan_for(vm_settings(run_id, baked, packages), mocks)
-        assert (plan.network, plan.domains.keys()) == (plain.network, plain.domains.keys())
-        (base,) = [v for v in plan.volumes if "source" in v]
-        lab.create_base_volume(base, Path(base["source"]))  # the node image
-        lab.create_nodes(plan, plan.domains)
-        TIMINGS.add(f"setup: define and start {len(plan.domains)} VMs",
-                    time.monotonic() - t0)
-
-        cluster = VmCluster(plan, lab, Ssh(lab.netns, workdir / "ssh"), TIMINGS, workdir)
-        cluster.mocks = mocks
-        t0 = time.monotonic()
-        cluster.provisioning = cluster.run_steps()
-        TIMINGS.add("pulumi up steps, VMs booting to healthy (all nodes)",
-                    time.monotonic() - t0)
+        plan = plan_for(vm_settings(run_id, baked, served, lab), mocks)
+        assert plan.domains.keys() == plain.domains.keys()
+        cluster = provision(lab, plan, mocks, workdir, TIMINGS)
+        announce_provisioned()
         yield cluster
     finally:
         if os.environ.get("PGHA_KEEP_VMS") == "1":
-            lab.host.mark_kept()  # until tests/e2e/smoke_boot.py --stop sweeps it
+            lab.mark_kept()  # until tests/e2e/smoke_boot.py --stop sweeps it
         else:
-            errors = lab.host.stop()
+            errors = lab.stop()
             assert not errors, errors
 
 
@@ -144,3 +171,11 @@ def pytest_terminal_summary(terminalreporter):
     for note in TIMINGS.notes:
         terminalreporter.write_line(note)
 
+
+def pytest_runtest_logreport(report):
+    """Each phase's duration as it ends, with the time of day: a run stopped by CI's time
+    limit never reaches the summary, and these lines say where its time went."""
+    if report.when == "call" or report.duration >= 30:
+        sys.__stdout__.write(f"\n[vm {time.strftime('%H:%M:%S')}] {report.nodeid} "
+                             f"{report.when} {report.outcome} in {report.duration:.0f} s\n")
+        sys.__stdout__.flush()

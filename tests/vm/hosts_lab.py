@@ -56,6 +56,7 @@ class HostsLab:
                                prefix=self.prefix, pool_root=POOL_ROOT / host_id)
             self.sites[name] = HostSite(run_id, cidr, workdir / name, host=host)
         self.placed: dict[str, str] = {}  # libvirt domain name -> host name
+        self.lan_network = ""
 
     @property
     def netns(self) -> str:
@@ -64,21 +65,32 @@ class HostsLab:
 
     # ---- bring up and tear down --------------------------------------------------------
     def start(self) -> None:
+        """The LAN (with DHCP for a build VM: the nodes' addresses are static, below its
+        range), then every host with its pool, bridge and link to the LAN."""
         self.lan.start()
         net = ipaddress.ip_network(self.network_cidr)
-        self.lan.define_network(textwrap.dedent(f"""\
+        self.lan_network = self.lan.define_network(textwrap.dedent(f"""\
             <network>
               <name>{self.prefix}-lan</name>
               <bridge name='{self.lan_bridge}' stp='off' delay='0'/>
               <dns enable='no'/>
-              <ip address='{self.gateway}' netmask='{net.netmask}'/>
+              <ip address='{self.gateway}' netmask='{net.netmask}'>
+                <dhcp><range start='{net.network_address + 200}'
+                             end='{net.network_address + 250}'/></dhcp>
+              </ip>
             </network>
             """))
-        for name, site in self.sites.items():
+        self.lan.create_pool(f"{self.prefix}-pool")  # the node image build's
+        for i, (name, site) in enumerate(self.sites.items()):
             site.workdir.mkdir(parents=True, exist_ok=True)
             site.start()
             hostns = str(site.host.netns)
             ip(hostns, "link", "add", HOST_BRIDGE, "type", "bridge", "stp_state", "0")
+            # The hypervisor's own address on the LAN, as the README's bridge has it: with
+            # none, getaddrinfo finds no IPv4 here and QEMU cannot open the graphics
+            # listener libvirt's provider gives every domain (127.0.0.1:5900).
+            ip(hostns, "addr", "add", f"{net.network_address + 2 + i}/{net.prefixlen}",
+               "dev", HOST_BRIDGE)
             ip(hostns, "link", "set", HOST_BRIDGE, "up")
             ip(self.netns, "link", "add", name, "type", "veth", "peer", "name", HOST_UPLINK,
                "netns", hostns)
@@ -104,10 +116,23 @@ class HostsLab:
     def site_of(self, domain_name: str) -> HostSite:
         return self.sites[self.placed[domain_name]]
 
-    def create_node(self, host: str, domain: dict, seed: dict, disk: dict, base: Path,
-                    data_disk: dict | None = None) -> None:
-        self.placed[domain["name"]] = host
-        self.sites[host].create_node(domain, seed, disk, base, data_disk)
+    def create_base_volume(self, volume: dict, image: Path) -> None:
+        """The node image in every host's pool (the program declares one per host)."""
+        for site in self.sites.values():
+            site.create_base_volume(volume, image)
+
+    def create_nodes(self, plan, names) -> None:
+        """`names`' domains, each on the host the plan places it on."""
+        placement = plan.placement
+        for name in names:
+            self.placed[plan.domains[name]["name"]] = placement[name]
+            self.sites[placement[name]].create_nodes(plan, [name])
+
+    def domain_names(self) -> list[str]:
+        return sorted(self.placed)
+
+    def dumpxml(self, domain_name: str) -> str:
+        return self.site_of(domain_name).dumpxml(domain_name)
 
     def remove_node(self, domain: dict, files: list[str]) -> None:
         self.site_of(domain["name"]).remove_node(domain, files)
@@ -142,3 +167,23 @@ class HostsLab:
         for domain in domains:
             site.power_on(domain)
         return domains
+
+    def replace_host(self, name: str) -> list[str]:
+        """A lost hypervisor replaced by a new machine prepared as the README says (its
+        bridge on the LAN, libvirt, the same storage pool, empty): nothing of the stack's
+        on it. Returns the domain names it held, which are gone."""
+        site = self.sites[name]
+        definitions = site.host.private_dirs["/etc/libvirt"] / "qemu"
+        gone = sorted(d for d, h in self.placed.items() if h == name)
+        for domain in gone:
+            (definitions / f"{domain}.xml").unlink(missing_ok=True)
+            (definitions / "autostart" / f"{domain}.xml").unlink(missing_ok=True)
+            del self.placed[domain]
+        assert site.pool_dir is not None
+        for volume in site.pool_dir.iterdir():
+            volume.unlink()
+        site.host.start_daemons()
+        site.virsh("pool-start", f"{self.prefix}-pool", check=False)  # not autostarted
+        site.virsh("pool-refresh", f"{self.prefix}-pool")
+        ip(self.netns, "link", "set", name, "up")
+        return gone

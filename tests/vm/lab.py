@@ -75,8 +75,18 @@ class Lab:
         return {"httpProxy": proxy,
                 "pythonIndexUrl": f"http://{self.gateway}:{WHEELHOUSE_PORT}/simple/"}
 
-    def stop(self) -> None:
-        self.host.stop()
+    def stop(self) -> list[str]:
+        """Everything torn down; never raises (returns the errors met)."""
+        return self.host.stop()
+
+    def mark_kept(self) -> None:
+        self.host.mark_kept()  # until tests/e2e/smoke_boot.py --stop sweeps it
+
+    def domain_names(self) -> list[str]:
+        return self.virsh("list", "--all", "--name").split()
+
+    def dumpxml(self, domain_name: str) -> str:
+        return self.virsh("dumpxml", domain_name)
 
     # ---- the program's objects ---------------------------------------------------------
     def create_network(self, network: dict, domains: dict[str, dict]) -> None:
@@ -129,7 +139,8 @@ class Lab:
         """`names`' domains as `plan` (tests/vm/plan.py) declares them, each with its disk
         over the base volume (already in the pool), its data disk if any, and its seed;
         started."""
-        (base,) = [v for v in plan.volumes if "source" in v]
+        # One base volume per host, under the same name in each host's pool.
+        base = next(v for v in plan.volumes if "source" in v)
         disks = {v["name"]: v for v in plan.volumes if "source" not in v}
         for name in names:
             domain = plan.domains[name]

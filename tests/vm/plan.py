@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from components.config import REPOSITORY_NAME
+from components.config import REPOSITORY_NAME, build_spec
 from tests.pulumi_mocks import (COMMAND, DOMAIN, LOCAL_RUN, NETWORK, PASSWORD, PRIVATE_KEY,
                                 SEED, VOLUME, Program, random_password, run_program,
                                 unwrap)
@@ -166,7 +166,7 @@ class Step:
 class Plan:
     program: Program
     settings: dict
-    network: dict
+    network: dict | None  # the program's libvirt network; None on the hosts' LAN
     volumes: list[dict]
     seeds: dict[str, dict]       # node name -> CloudInitDisk inputs
     domains: dict[str, dict]     # node name -> Domain inputs
@@ -177,9 +177,19 @@ class Plan:
     @property
     def hosts(self) -> dict[str, str]:
         """Every VM's address by name: the cluster's nodes and, with backups on, the
-        backup repository."""
+        backup repository (their DHCP reservations on one host, their static addresses
+        on the hosts' LAN)."""
+        if self.network is None:
+            spec = build_spec(self.settings)
+            vms = [*spec.nodes, *([spec.repository] if spec.repository else [])]
+            return {vm.name: vm.address for vm in vms if vm.name in self.domains}
         return {name: d["networkInterfaces"][0]["addresses"][0]
                 for name, d in self.domains.items()}
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Each VM's libvirt host (the stack's hosts), by name; empty on one host."""
+        return dict(build_spec(self.settings).placement)
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -226,7 +236,8 @@ def plan_for(settings: dict, mocks: VmMocks) -> Plan:
             triggers=tuple(map(str, c.inputs.get("triggers") or ())),
             after=tuple(sorted(by_urn[u] for u in c.all_dependencies if u in by_urn)),
             delete=c.inputs.get("delete"))
-    (network,) = [n.inputs for n in program.of_type(NETWORK)]
+    networks = [n.inputs for n in program.of_type(NETWORK)]
+    network = networks[0] if networks else None
     (probe,) = [args["stdin"] for args in program.invokes_of(LOCAL_RUN)]
     return Plan(
         program=program, settings=dict(settings), network=network,

@@ -47,10 +47,16 @@ def test_restore_target_recovers_the_cluster_to_a_point_in_time(vm_cluster):
          "-restore-check", "-health-gate", "-init-backups")))
     assert changed == expected
     c.plan = restored  # the stack now says so, as a user's would before `pulumi up`
+    # Each node's own clock, for reading its journal from here on.
+    since = {name: c.sh(name, "date +%s").stdout.strip() for name in c.names}
     t0 = time.monotonic()
     results = c.run_steps(changed)
     c.timings.add("point-in-time recovery: restore steps to healthy", time.monotonic() - t0)
     assert all("emptied" in results[n].changes for n in changed if n.endswith("-reset"))
+    # The new history has a full backup of its own: a replica added later (the scaling
+    # test's grow) restores it instead of replaying every timeline since the old one.
+    (init,) = [n for n in changed if n.endswith("-init-backups")]
+    assert "took a full backup after the point-in-time recovery" in results[init].changes
     leader = c.wait_healthy()
     rows = c.sql(c.node_dsn(leader), "SELECT phase, count(*) FROM pitr_probe GROUP BY 1")
     assert rows == [("before", 100)], rows
@@ -59,8 +65,15 @@ def test_restore_target_recovers_the_cluster_to_a_point_in_time(vm_cluster):
     assert new_timeline[0][0] > timeline[0][0], (timeline, new_timeline)
     for name in c.names:
         if name != leader:
-            c.wait_for(f"{name} streaming", lambda n=name: c.streaming(n), timeout=300)
+            c.wait_streaming(name, timeout=300)
             assert c.sql(c.node_dsn(name), "SELECT count(*) FROM pitr_probe") == [(100,)]
+    # The new leader archived where its timeline begins before the replicas restored
+    # (pgha-after-restore), so none replayed the old timeline past the fork and none was
+    # rewound.
+    journals = {name: c.sh(name, f"sudo journalctl -u patroni --since @{since[name]} "
+                                 "--no-pager -o cat").stdout for name in c.names}
+    assert "(where this timeline begins) is archived" in journals[leader]
+    assert [name for name in c.names if "running pg_rewind" in journals[name]] == []
 
     # The restore happens once: its steps run again (as a later `up` that re-ran them would)
     # change nothing and restart nothing. (The whole plan's re-run is

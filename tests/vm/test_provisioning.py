@@ -33,7 +33,7 @@ def test_every_node_booted_from_its_seed_on_the_ide_cdrom_and_grew_its_disk(vm_c
     # fill the disk the stack asks for, not the image's 3 GiB.
     c = vm_cluster
     for name in c.names:
-        xml = c.lab.virsh("dumpxml", c.domain(name))
+        xml = c.lab.dumpxml(c.domain(name))
         assert "<target dev='hdd' bus='ide'/>" in xml
         # cloud-init's own record of its last run (no Python start: ~25 s here), the SSH
         # host keys (only the one the program pinned) and the root filesystem's size.
