@@ -33,6 +33,16 @@ def acknowledged_ids(records: list[dict]) -> set[int]:
     return {r["id"] for r in records if r.get("ok")}
 
 
+def max_ack_gap(records: list[dict], start: float = float("-inf"),
+                end: float = float("inf")) -> float:
+    """The longest pause between two acknowledged writes from `start` to `end` (NaN with
+    fewer than two)."""
+    times = sorted(r["t"] for r in records if r.get("ok") and start <= r["t"] <= end)
+    if len(times) < 2:
+        return float("nan")
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
 def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser()

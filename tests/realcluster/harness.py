@@ -1033,13 +1033,6 @@ def overlapping_primaries(probes: dict[str, list[tuple[float, str]]]
     return bad
 
 
-def max_ack_gap(acks: list[dict], start: float, end: float) -> float:
-    times = sorted(r["t"] for r in acks if r.get("ok") and start <= r["t"] <= end)
-    if len(times) < 2:
-        return float("nan")
-    return max(b - a for a, b in zip(times, times[1:]))
-
-
 # --------------------------------------------------------------------------------------
 # Failure scenarios (shared by the tests and tools/failover_bench.py)
 # --------------------------------------------------------------------------------------
@@ -1162,8 +1155,8 @@ class Observation:
         r.metrics.setdefault("acked_writes", len(acked))
         r.metrics["acked_writes_lost"] = len(r.lost_ids)
         if r.t_event:
-            r.metrics["write_outage_s"] = _round(max_ack_gap(self.writes, r.t_event - 2,
-                                                             float("inf")))
+            r.metrics["write_outage_s"] = _round(workload.max_ack_gap(self.writes,
+                                                                      r.t_event - 2))
         r.events = list(self.c.events)
         r.addresses = dict(self.c.addresses)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from tests import workload
 from tests.vm.cluster import VmCluster
 from tests.vm.test_power_loss import (REJOIN_BOUND_S, note_a_slow_rejoin, rewind_seconds,
                                       wait_booted)
@@ -59,7 +60,7 @@ def check_host_loss(c: VmCluster, loss: HostLoss, records: list[dict],
                     acknowledged: set[int]) -> None:
     """The verdict, with the figures into the run's timings."""
     ok = sorted(r["t"] for r in records if r["ok"])
-    pause = max(b - a for a, b in zip(ok, ok[1:]))
+    pause = workload.max_ack_gap(records)
     rejoin_s = loss.streaming_at - loss.booted_at
     rewind_s = rewind_seconds(c, loss.leader)
     c.timings.add("host lost -> new leader", loss.failover_at - loss.lost_at)
